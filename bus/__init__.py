@@ -1,0 +1,101 @@
+"""Message bus: one small interface, one module per backend.
+
+``KAFKAMQ`` set selects Kafka (confluent-kafka); unset, the embedded bus, an append-only
+log in SQLite under ``WORKDIR`` that several processes of one machine can share.
+
+Every method blocks: callers on an event loop run them in an executor or a thread.
+Delivery is at least once: a consumer commits a message only after its side effects are
+durable, and a message it has not committed comes back after a restart.
+Drivers raise ``BusUnavailable`` when the broker cannot be reached.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Sequence
+
+from core.settings import Settings
+
+DRIVERS = {
+    "kafka": "bus.kafka.KafkaBus",
+    "local": "bus.local.LocalBus",
+}
+
+
+class BusUnavailable(Exception):
+    """The broker cannot be reached or did not acknowledge in time."""
+
+
+@dataclass(frozen=True)
+class OutMessage:
+    topic: str
+    key: str | None
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Message:
+    """A consumed message. ``partition`` and ``offset`` identify it for ``commit``."""
+
+    topic: str
+    key: str | None
+    value: bytes
+    partition: int
+    offset: int
+
+
+class Producer(ABC):
+    @abstractmethod
+    def send(self, messages: Sequence[OutMessage], timeout: float) -> list[bool]:
+        """Send ``messages`` and wait up to ``timeout`` seconds for the broker's
+        acknowledgement. Returns, per message, whether it was acknowledged (durably
+        appended). Messages to one topic with one key keep their order."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush what is pending (bounded) and release the connection."""
+
+
+class Consumer(ABC):
+    @abstractmethod
+    def poll(self, timeout: float) -> Message | None:
+        """The next message of the subscribed topics, or None after ``timeout`` seconds."""
+
+    @abstractmethod
+    def commit(self, message: Message) -> None:
+        """Record that ``message`` (and every earlier one of its partition) is done."""
+
+    @abstractmethod
+    def close(self) -> None:
+        ...
+
+
+class Bus(ABC):
+    @abstractmethod
+    def producer(self) -> Producer:
+        ...
+
+    @abstractmethod
+    def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
+        """A consumer in consumer group ``group``; members of one group share the work,
+        each group sees every message."""
+
+    @abstractmethod
+    def create_topics(self, topics: Sequence[str]) -> None:
+        """Create the topics that do not exist yet (idempotent)."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise ``BusUnavailable`` when the broker cannot be reached (health)."""
+
+    def close(self) -> None:
+        """Release what the bus holds; the default has nothing to release."""
+
+
+def get_bus(settings: Settings) -> Bus:
+    """Kafka when ``KAFKAMQ`` is set, else the embedded bus (drivers imported lazily)."""
+    dotted = DRIVERS["kafka" if settings.kafka_servers else "local"]
+    module_name, class_name = dotted.rsplit(".", 1)
+    driver = getattr(importlib.import_module(module_name), class_name)
+    return driver(settings)

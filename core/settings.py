@@ -1,0 +1,146 @@
+"""Settings: one frozen object built once from the environment.
+
+Every value is cast and checked here; a bad value fails at start-up naming the variable
+(see the contract's configuration table for the public ones).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+
+class SettingsError(ValueError):
+    """A configuration variable has a value we cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _list(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+    raw = env.get(name) or default
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _signing_key(env: Mapping[str, str], workdir: Path) -> bytes:
+    """URL_SIGNING_KEY, or a random key kept under WORKDIR so that every process of
+    one machine (gateway, validators) agrees on it."""
+    raw = env.get("URL_SIGNING_KEY")
+    if raw:
+        return raw.encode()
+    path = workdir / "url-signing.key"
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    return path.read_bytes().strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen_port: int = 8888
+    listen_address: str = ""
+    public_url: str = "http://127.0.0.1:8888"
+    workdir: Path = Path("./data")
+    storage_driver: str = "localdisk"
+    s3_quarantine: str = "upload-quarantine"
+    s3_perm: str = "upload-perm"
+    s3_reject: str = "upload-reject"
+    s3_endpoint_url: str | None = None
+    kafka_servers: str | None = None
+    database_url: str = ""
+    max_length: int = 104857600
+    valid_upload_types: tuple[str, ...] = ("advisor", "testareno", "assets")
+    validation_timeout: int = 3600
+    watch_dir: Path | None = None
+    identity_required: bool = False
+    url_expiry: int = 86400
+    url_signing_key: bytes = field(default=b"", repr=False)
+    test_validator_verdict: str = "success"
+    upload_threads: int = 16
+
+    @property
+    def buckets(self) -> dict[str, str]:
+        """Logical bucket name → configured bucket (or directory) name."""
+        return {"quarantine": self.s3_quarantine, "perm": self.s3_perm, "reject": self.s3_reject}
+
+    @property
+    def bus_path(self) -> Path:
+        return self.workdir / "bus.sqlite"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        workdir = Path(env.get("WORKDIR") or "./data").resolve()
+        port = _int(env, "LISTEN_PORT", 8888, minimum=0)
+        driver = env.get("STORAGE_DRIVER") or "localdisk"
+        if driver not in ("localdisk", "s3"):
+            raise SettingsError(f"STORAGE_DRIVER must be localdisk or s3, got {driver!r}")
+        verdict = env.get("TEST_VALIDATOR_VERDICT") or "success"
+        if verdict not in ("success", "failure", "handoff"):
+            raise SettingsError(
+                f"TEST_VALIDATOR_VERDICT must be success, failure or handoff, got {verdict!r}"
+            )
+        watch_dir = env.get("WATCH_DIR")
+        return cls(
+            listen_port=port,
+            listen_address=env.get("LISTEN_ADDRESS", ""),
+            public_url=(env.get("PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/"),
+            workdir=workdir,
+            storage_driver=driver,
+            s3_quarantine=env.get("S3_QUARANTINE") or "upload-quarantine",
+            s3_perm=env.get("S3_PERM") or "upload-perm",
+            s3_reject=env.get("S3_REJECT") or "upload-reject",
+            s3_endpoint_url=env.get("S3_ENDPOINT_URL") or None,
+            kafka_servers=env.get("KAFKAMQ") or None,
+            database_url=env.get("DATABASE_URL") or f"sqlite:///{workdir / 'gateway.sqlite'}",
+            max_length=_int(env, "MAX_LENGTH", 104857600, minimum=1),
+            valid_upload_types=_list(env, "VALID_UPLOAD_TYPES", "advisor,testareno,assets"),
+            validation_timeout=_int(env, "VALIDATION_TIMEOUT", 3600, minimum=1),
+            watch_dir=Path(watch_dir).resolve() if watch_dir else None,
+            identity_required=_bool(env, "IDENTITY_REQUIRED", False),
+            url_expiry=_int(env, "URL_EXPIRY", 86400, minimum=1),
+            url_signing_key=_signing_key(env, workdir),
+            test_validator_verdict=verdict,
+            upload_threads=_int(env, "UPLOAD_THREADS", 16, minimum=1),
+        )

@@ -1,0 +1,107 @@
+"""Object storage: one small interface, one module per backend.
+
+Buckets are named by role: ``quarantine``, ``perm`` and ``reject``; each driver maps them
+to its configured bucket (S3) or directory (localdisk). Every method blocks: callers on an
+event loop run them in an executor.
+
+Drivers translate backend errors at their boundary: a missing object is
+``FileNotFoundError``, a backend that cannot take or give data now (S3 unreachable, disk
+full) is ``StorageUnavailable``; anything else is re-raised as is.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from typing import BinaryIO, Iterator
+
+from core.settings import Settings
+
+BUCKETS = ("quarantine", "perm", "reject")
+
+DRIVERS = {
+    "localdisk": "storage.localdisk.LocalDiskStorage",
+    "s3": "storage.s3.S3Storage",
+}
+
+
+class StorageUnavailable(Exception):
+    """The backend cannot store or serve data right now (the client should retry)."""
+
+
+class ObjectWriter(ABC):
+    """A new object being written. Nothing is visible under its key until ``commit``."""
+
+    size: int = 0
+
+    @abstractmethod
+    def write(self, data: bytes) -> None:
+        """Append ``data``; may buffer."""
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Make the object durable and visible (fsync and rename; completed multipart)."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Throw away everything written; safe to call twice or after a failed write."""
+
+
+class Storage(ABC):
+    @abstractmethod
+    def open_writer(self, bucket: str, key: str) -> ObjectWriter:
+        """Start writing object ``key`` in ``bucket``."""
+
+    @abstractmethod
+    def open_reader(self, bucket: str, key: str) -> BinaryIO:
+        """A readable binary stream of the object; ``FileNotFoundError`` if missing."""
+
+    @abstractmethod
+    def size(self, bucket: str, key: str) -> int:
+        """Size in bytes; ``FileNotFoundError`` if missing."""
+
+    @abstractmethod
+    def exists(self, bucket: str, key: str) -> bool:
+        ...
+
+    @abstractmethod
+    def move(self, src_bucket: str, dst_bucket: str, key: str) -> None:
+        """Move an object between buckets. Idempotent: when the source is gone and the
+        destination holds the object, it returns quietly (a redelivered verdict);
+        ``FileNotFoundError`` when neither has it."""
+
+    @abstractmethod
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove an object; a missing one is fine."""
+
+    @abstractmethod
+    def list_keys(self, bucket: str) -> Iterator[str]:
+        """Keys of committed objects in ``bucket``."""
+
+    @abstractmethod
+    def cleanup_incomplete(self) -> int:
+        """Remove half-written objects left by a crash (temporary files, unfinished
+        multipart uploads). Returns how many were removed. Run at start-up."""
+
+    @abstractmethod
+    def signed_url(self, bucket: str, key: str, expires_in: int) -> str:
+        """A URL that fetches the object with a plain GET until it expires."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise ``StorageUnavailable`` when the backend cannot be used (health)."""
+
+    def close(self) -> None:
+        """Release connections; the default has nothing to release."""
+
+
+def get_storage(settings: Settings) -> Storage:
+    """Build the driver named by ``settings.storage_driver`` (imported lazily)."""
+    try:
+        dotted = DRIVERS[settings.storage_driver]
+    except KeyError:
+        raise ValueError(
+            f"unknown STORAGE_DRIVER {settings.storage_driver!r}; use one of {sorted(DRIVERS)}"
+        ) from None
+    module_name, class_name = dotted.rsplit(".", 1)
+    driver = getattr(importlib.import_module(module_name), class_name)
+    return driver(settings)
