@@ -1,0 +1,336 @@
+"""The gateway's database: uploads, their status timeline, and the outbox.
+
+SQLAlchemy Core over SQLite (default, a file under ``WORKDIR``, WAL with synchronous=FULL so
+that a commit survives a crash) or PostgreSQL (``DATABASE_URL=postgresql://…``; the
+psycopg 3 driver is used). Alembic migrations in ``db/migrations`` run at start-up.
+
+Statuses move forward only. Each status is recorded once in the timeline with its UTC time;
+``uploads.status`` holds the furthest one. ``validated``/``rejected`` are decided once, by
+the first verdict; a verdict after that is a duplicate.
+
+Every method is blocking and thread-safe (one pooled connection per call).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, create_engine, event, func, insert, select, update
+from sqlalchemy import delete as sql_delete
+from sqlalchemy.engine import Engine
+
+from db.schema import outbox, upload_events, uploads
+
+logger = logging.getLogger(__name__)
+
+RANK = {
+    "received": 0,
+    "stored": 1,
+    "announced": 2,
+    "handed_off": 3,
+    "validated": 4,
+    "rejected": 4,
+    "available": 5,
+}
+VERDICT_STATUS = {"success": "validated", "failure": "rejected", "handoff": "handed_off"}
+OPEN_FOR_VERDICT = ("stored", "announced", "handed_off")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; every time we store is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A message to publish once the transaction that records it commits. When the relay
+    has delivered it, ``on_sent_status`` (if any) is recorded for ``request_id``."""
+
+    topic: str
+    key: str | None
+    value: dict[str, Any]
+    request_id: str | None = None
+    on_sent_status: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    topic: str
+    key: str | None
+    value: bytes
+    request_id: str | None
+    on_sent_status: str | None
+    attempts: int
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30}, pool_size=20, max_overflow=20)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+
+
+class Database:
+    def __init__(self, url: str, status_topic: str = "platform.payload-status") -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.status_topic = status_topic
+
+    def migrate(self) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def check(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    # uploads -----------------------------------------------------------------------------
+
+    def record_upload(
+        self,
+        row: dict[str, Any],
+        received_at: dt.datetime,
+        messages: Sequence[OutboxItem],
+    ) -> None:
+        """Insert a stored upload, its received/stored timeline and its outbox messages
+        in one transaction: once this returns, the announcement cannot be lost."""
+        now = utcnow()
+        request_id = row["request_id"]
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(uploads).values(
+                    **row, status="stored", created_at=received_at, updated_at=now
+                )
+            )
+            conn.execute(
+                insert(upload_events),
+                [
+                    {"request_id": request_id, "status": "received", "message": None,
+                     "at": received_at},
+                    {"request_id": request_id, "status": "stored", "message": None, "at": now},
+                ],
+            )
+            self._enqueue(conn, [*messages, self._status_item(row, "stored", "stored in quarantine")])
+
+    def get_upload(self, request_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            found = conn.execute(select(uploads).where(uploads.c.request_id == request_id))
+            record = found.mappings().first()
+        return dict(record) if record else None
+
+    def timeline(self, request_id: str) -> list[dict[str, Any]]:
+        query = (
+            select(upload_events.c.status, upload_events.c.message, upload_events.c.at)
+            .where(upload_events.c.request_id == request_id)
+            .order_by(upload_events.c.at, upload_events.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [
+                {"status": r.status, "message": r.message, "at": as_utc(r.at)}
+                for r in conn.execute(query)
+            ]
+
+    def known_request_ids(self, request_ids: Iterable[str]) -> set[str]:
+        ids = list(request_ids)
+        known: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                query = select(uploads.c.request_id).where(uploads.c.request_id.in_(chunk))
+                known.update(conn.execute(query).scalars())
+        return known
+
+    def record_status(self, request_id: str, status: str, message: str | None = None) -> bool:
+        """Record a non-verdict status (announced, available). False if already recorded."""
+        with self.engine.begin() as conn:
+            return self._advance(conn, request_id, status, message)
+
+    def apply_verdict(
+        self,
+        request_id: str,
+        verdict: str,
+        reason: str | None,
+        details: dict[str, Any],
+        messages: Sequence[OutboxItem] = (),
+    ) -> str:
+        """Record a validator's verdict. Returns ``applied``, ``duplicate`` (the upload is
+        already decided: a redelivery) or ``unknown`` (no such upload)."""
+        status = VERDICT_STATUS[verdict]
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(uploads)
+                .where(uploads.c.request_id == request_id)
+                .where(uploads.c.status.in_(OPEN_FOR_VERDICT))
+                .where(uploads.c.status != status)
+                .values(
+                    status=status,
+                    reason=reason,
+                    verdict=json.dumps(details),
+                    bucket={"validated": "perm", "rejected": "reject"}.get(status, "quarantine"),
+                    updated_at=utcnow(),
+                )
+            ).rowcount
+            if not changed:
+                exists = conn.execute(
+                    select(uploads.c.request_id).where(uploads.c.request_id == request_id)
+                ).first()
+                return "duplicate" if exists else "unknown"
+            self._event(conn, request_id, status, reason)
+            row = self._row(conn, request_id)
+            self._enqueue(conn, [*messages, self._status_item(row, status, reason or verdict)])
+            return "applied"
+
+    # outbox ------------------------------------------------------------------------------
+
+    def claim_outbox(self, limit: int, lease_seconds: float = 30.0) -> list[OutboxRow]:
+        """Lease up to ``limit`` unsent messages, oldest first, to this caller. A lease that
+        runs out (the relay died) makes them claimable again: at least once."""
+        now = utcnow()
+        me = uuid.uuid4().hex
+        free = (outbox.c.claimed_until.is_(None)) | (outbox.c.claimed_until < now)
+        with self.engine.begin() as conn:
+            ids = select(outbox.c.id).where(free).order_by(outbox.c.id).limit(limit)
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(ids.scalar_subquery()))
+                .where(free)
+                .values(claimed_by=me, claimed_until=now + dt.timedelta(seconds=lease_seconds))
+            )
+            rows = conn.execute(
+                select(outbox).where(outbox.c.claimed_by == me).order_by(outbox.c.id)
+            )
+            return [
+                OutboxRow(r.id, r.topic, r.key, r.value, r.request_id, r.on_sent_status,
+                          r.attempts)
+                for r in rows
+            ]
+
+    def outbox_sent(self, sent: Sequence[OutboxRow]) -> None:
+        """Delete delivered messages and record the statuses they stand for."""
+        if not sent:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(sql_delete(outbox).where(outbox.c.id.in_([r.id for r in sent])))
+            for row in sent:
+                if row.request_id and row.on_sent_status:
+                    self._advance(conn, row.request_id, row.on_sent_status, None)
+
+    def outbox_retry_later(self, rows: Sequence[OutboxRow], delay: float, error: str) -> None:
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_([r.id for r in rows]))
+                .values(
+                    attempts=outbox.c.attempts + 1,
+                    claimed_until=utcnow() + dt.timedelta(seconds=delay),
+                    last_error=error[:2000],
+                )
+            )
+
+    def outbox_depth(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(outbox)).scalar_one())
+
+    # internals ---------------------------------------------------------------------------
+
+    def _row(self, conn: Connection, request_id: str) -> dict[str, Any]:
+        found = conn.execute(select(uploads).where(uploads.c.request_id == request_id))
+        return dict(found.mappings().one())
+
+    def _event(self, conn: Connection, request_id: str, status: str, message: str | None) -> bool:
+        exists = conn.execute(
+            select(upload_events.c.id)
+            .where(upload_events.c.request_id == request_id)
+            .where(upload_events.c.status == status)
+        ).first()
+        if exists:
+            return False
+        conn.execute(
+            insert(upload_events).values(
+                request_id=request_id, status=status, message=message, at=utcnow()
+            )
+        )
+        return True
+
+    def _advance(self, conn: Connection, request_id: str, status: str, message: str | None) -> bool:
+        if not self._event(conn, request_id, status, message):
+            return False
+        lower = [name for name, rank in RANK.items() if rank < RANK[status]]
+        conn.execute(
+            update(uploads)
+            .where(uploads.c.request_id == request_id)
+            .where(uploads.c.status.in_(lower))
+            .values(status=status, updated_at=utcnow())
+        )
+        row = conn.execute(select(uploads).where(uploads.c.request_id == request_id))
+        record = row.mappings().first()
+        if record:
+            self._enqueue(conn, [self._status_item(dict(record), status, message or status)])
+        return True
+
+    def _status_item(self, row: dict[str, Any], status: str, message: str) -> OutboxItem:
+        return OutboxItem(
+            topic=self.status_topic,
+            key=row["request_id"],
+            value={
+                "service": row["service"],
+                "request_id": row["request_id"],
+                "status": status,
+                "status_msg": message,
+                "account": row.get("account"),
+                "org_id": row.get("org_id"),
+                "date": utcnow().isoformat(),
+            },
+        )
+
+    def _enqueue(self, conn: Connection, items: Sequence[OutboxItem]) -> None:
+        now = utcnow()
+        conn.execute(
+            insert(outbox),
+            [
+                {
+                    "topic": item.topic,
+                    "key": item.key,
+                    "value": json.dumps(item.value, separators=(",", ":")).encode(),
+                    "request_id": item.request_id,
+                    "on_sent_status": item.on_sent_status,
+                    "created_at": now,
+                    "attempts": 0,
+                }
+                for item in items
+            ],
+        )

@@ -1,0 +1,89 @@
+import datetime as dt
+import json
+
+from db import Database, OutboxItem, utcnow
+
+
+def _row(request_id: str = "r1", **overrides):  # type: ignore[no-untyped-def]
+    row = {
+        "request_id": request_id, "service": "testareno", "category": "thing",
+        "content_type": "application/vnd.redhat.testareno.thing", "filename": "a.tgz",
+        "size": 3, "sha256": "ab" * 32, "mime": "text/plain", "account": "1",
+        "org_id": "o1", "principal": None, "b64_identity": None, "metadata": "{}",
+        "source": "http", "compression": None, "object_key": request_id,
+        "bucket": "quarantine",
+    }
+    row.update(overrides)
+    return row
+
+
+def _announce(request_id: str = "r1") -> OutboxItem:
+    return OutboxItem("platform.upload.testareno", request_id, {"request_id": request_id},
+                      request_id=request_id, on_sent_status="announced")
+
+
+def test_record_upload_writes_timeline_and_outbox(database: Database) -> None:
+    received = utcnow() - dt.timedelta(seconds=1)
+    database.record_upload(_row(), received, [_announce()])
+    assert database.get_upload("r1")["status"] == "stored"
+    assert [e["status"] for e in database.timeline("r1")] == ["received", "stored"]
+    assert all(e["at"].tzinfo is not None for e in database.timeline("r1"))
+    rows = database.claim_outbox(10)
+    assert [r.topic for r in rows] == ["platform.upload.testareno", "platform.payload-status"]
+    assert json.loads(rows[1].value)["status"] == "stored"
+    assert database.claim_outbox(10) == []  # leased
+
+
+def test_sent_outbox_records_announced_once(database: Database) -> None:
+    database.record_upload(_row(), utcnow(), [_announce()])
+    rows = database.claim_outbox(10)
+    database.outbox_sent(rows)
+    database.outbox_sent(rows)  # a repeat changes nothing
+    assert database.get_upload("r1")["status"] == "announced"
+    assert [e["status"] for e in database.timeline("r1")].count("announced") == 1
+    # the announced status itself is published
+    assert [json.loads(r.value)["status"] for r in database.claim_outbox(10)] == ["announced"]
+
+
+def test_verdict_applied_once(database: Database) -> None:
+    database.record_upload(_row(), utcnow(), [_announce()])
+    assert database.apply_verdict("r1", "success", None, {"id": 7}) == "applied"
+    assert database.apply_verdict("r1", "success", None, {}) == "duplicate"
+    assert database.apply_verdict("r1", "failure", "late", {}) == "duplicate"
+    assert database.apply_verdict("nope", "success", None, {}) == "unknown"
+    row = database.get_upload("r1")
+    assert row["status"] == "validated" and row["bucket"] == "perm"
+    # announced arriving after the verdict still lands in the timeline, status stays
+    database.record_status("r1", "announced")
+    assert database.get_upload("r1")["status"] == "validated"
+    assert [e["status"] for e in database.timeline("r1")] == [
+        "received", "stored", "validated", "announced"]
+
+
+def test_handoff_then_failure(database: Database) -> None:
+    database.record_upload(_row(), utcnow(), [])
+    assert database.apply_verdict("r1", "handoff", None, {}) == "applied"
+    assert database.apply_verdict("r1", "handoff", None, {}) == "duplicate"
+    assert database.apply_verdict("r1", "failure", "bad", {}) == "applied"
+    assert database.get_upload("r1")["reason"] == "bad"
+
+
+def test_retry_later_releases_after_delay(database: Database) -> None:
+    database.record_upload(_row(), utcnow(), [])
+    rows = database.claim_outbox(10)
+    database.outbox_retry_later(rows, 0.0, "broker down")
+    again = database.claim_outbox(10)
+    assert [r.id for r in again] == [r.id for r in rows] and again[0].attempts == 1
+    assert database.outbox_depth() == 1
+
+
+def test_known_request_ids(database: Database) -> None:
+    database.record_upload(_row("a"), utcnow(), [])
+    assert database.known_request_ids(["a", "b"]) == {"a"}
+
+
+def test_migrate_is_idempotent(database_url: str) -> None:
+    db = Database(database_url)
+    db.migrate()
+    db.migrate()
+    db.close()
