@@ -162,13 +162,14 @@ class Database:
                 for r in conn.execute(query)
             ]
 
-    def known_request_ids(self, request_ids: Iterable[str]) -> set[str]:
-        ids = list(request_ids)
+    def known_object_keys(self, keys: Iterable[str]) -> set[str]:
+        """The subset of ``keys`` that belong to a recorded upload."""
+        ids = list(keys)
         known: set[str] = set()
         with self.engine.connect() as conn:
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
-                query = select(uploads.c.request_id).where(uploads.c.request_id.in_(chunk))
+                query = select(uploads.c.object_key).where(uploads.c.object_key.in_(chunk))
                 known.update(conn.execute(query).scalars())
         return known
 

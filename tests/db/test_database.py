@@ -77,9 +77,9 @@ def test_retry_later_releases_after_delay(database: Database) -> None:
     assert database.outbox_depth() == 1
 
 
-def test_known_request_ids(database: Database) -> None:
-    database.record_upload(_row("a"), utcnow(), [])
-    assert database.known_request_ids(["a", "b"]) == {"a"}
+def test_known_object_keys(database: Database) -> None:
+    database.record_upload(_row("a", object_key="k-a"), utcnow(), [])
+    assert database.known_object_keys(["k-a", "k-b"]) == {"k-a"}
 
 
 def test_migrate_is_idempotent(database_url: str) -> None:

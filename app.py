@@ -1,0 +1,142 @@
+"""Upload gateway entry point.
+
+    python app.py                 every role in one process, on embedded defaults
+    python app.py gateway         HTTP API + outbox relay + verdict handler
+    python app.py validator NAME  one validator (testareno)
+    python app.py --help          this list
+
+Configuration comes from the environment (see README.md); a bad value stops start-up with
+a message naming the variable.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any, Callable
+
+from tornado.httpserver import HTTPServer
+
+from core.consumer import ConsumerLoop
+from core.services import Services
+from core.settings import Settings, SettingsError
+from core.verdicts import VALIDATION_TOPIC, VerdictHandler
+from upload.app import make_app
+from validators.testareno import make_test_validator
+
+logger = logging.getLogger("app")
+
+ROLES = {
+    "all": "every role in one process (the default)",
+    "gateway": "HTTP API, outbox relay and verdict handler",
+    "validator": "one validator, named by the next argument: testareno",
+}
+VALIDATORS = ("testareno",)
+GRACE_SECONDS = 30.0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="app.py", description="Upload gateway",
+        epilog="roles:\n" + "\n".join(f"  {k:<10} {v}" for k, v in ROLES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("role", nargs="?", default="all", choices=sorted(ROLES))
+    parser.add_argument("name", nargs="?", help="validator name (role validator)")
+    args = parser.parse_args(argv)
+    if args.role == "validator" and args.name not in VALIDATORS:
+        parser.error(f"role validator needs a name: one of {', '.join(VALIDATORS)}")
+    return args
+
+
+class Runtime:
+    """Starts the asked roles on one Services, and stops them in order."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.server: HTTPServer | None = None
+        self.stoppers: list[Callable[[], Any]] = []
+
+    def start_gateway(self) -> None:
+        settings = self.services.settings
+        self.server = HTTPServer(
+            make_app(self.services), idle_connection_timeout=60, body_timeout=600,
+            max_body_size=settings.max_length + 4 * 1024 * 1024, xheaders=True,
+        )
+        self.server.listen(settings.listen_port, settings.listen_address)
+        verdicts = VerdictHandler(settings, self.services.storage, self.services.database,
+                                  self.services.relay.wake)
+        loop = ConsumerLoop(self.services.bus, "upload-gateway", [VALIDATION_TOPIC], verdicts)
+        loop.start()
+        self.stoppers.append(loop.stop)
+        self.services.spawn(self._cleanup())
+        logger.info("gateway listening on port %d (storage %s, bus %s)", settings.listen_port,
+                    settings.storage_driver, "kafka" if settings.kafka_servers else "embedded")
+
+    async def _cleanup(self) -> None:
+        loop = asyncio.get_running_loop()
+        removed = await loop.run_in_executor(None, self.services.cleanup_quarantine)
+        if removed:
+            logger.warning("start-up cleanup removed %d incomplete or unreferenced objects",
+                           removed)
+
+    def start_validator(self, name: str) -> None:
+        validator = make_test_validator(self.services.bus,
+                                        self.services.settings.test_validator_verdict)
+        validator.start()
+        self.stoppers.append(validator.stop)
+        logger.info("validator %s running", name)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            await asyncio.wait_for(self._drain(), GRACE_SECONDS)
+        for stop in reversed(self.stoppers):
+            stop()
+        self.services.close()
+
+    async def _drain(self) -> None:
+        # in-flight requests finish; their connections close when done
+        assert self.server is not None
+        await self.server.close_all_connections()
+
+
+async def serve(args: argparse.Namespace, settings: Settings) -> None:
+    services = Services.build(settings)
+    runtime = Runtime(services)
+    services.relay.start()
+    if args.role in ("all", "gateway"):
+        runtime.start_gateway()
+    if args.role == "all":
+        runtime.start_validator("testareno")
+    elif args.role == "validator":
+        runtime.start_validator(args.name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logger.info("stopping: finishing in-flight work")
+    try:
+        await runtime.stop()
+    except asyncio.TimeoutError:
+        logger.warning("in-flight uploads did not finish within %.0fs", GRACE_SECONDS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(args, settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""One loop for every consumer of the bus: poll, decode, handle, commit.
+
+At least once: the offset is committed only after the handler returned, so its side
+effects are durable first. A message that is not a JSON object, or that the handler finds
+malformed (``MalformedMessage``), is logged, counted and skipped. A transient failure
+(storage, bus or database unavailable) is retried with backoff on the same message, so
+nothing behind it overtakes it; any other error is retried ``MAX_ATTEMPTS`` times and then
+skipped with the traceback logged, so that one poison message cannot stop the loop.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+from sqlalchemy.exc import DBAPIError
+
+from bus import Bus, BusUnavailable, Message
+from core import metrics
+from storage import StorageUnavailable
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT = (StorageUnavailable, BusUnavailable, DBAPIError, ConnectionError, TimeoutError)
+MAX_ATTEMPTS = 5
+
+Handler = Callable[[dict[str, Any], Message], None]
+
+
+class MalformedMessage(ValueError):
+    """The message can never be handled; it is skipped."""
+
+
+def decode(message: Message) -> dict[str, Any]:
+    try:
+        data = json.loads(message.value)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedMessage(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MalformedMessage("not a JSON object")
+    return data
+
+
+class ConsumerLoop:
+    def __init__(self, bus: Bus, group: str, topics: Sequence[str], handler: Handler,
+                 name: str | None = None) -> None:
+        self.bus = bus
+        self.group = group
+        self.topics = list(topics)
+        self.handler = handler
+        self.name = name or group
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        consumer = self.bus.consumer(self.group, self.topics)
+        try:
+            while not self._stop.is_set():
+                try:
+                    message = consumer.poll(0.2)
+                except BusUnavailable as exc:
+                    logger.warning("%s: bus unavailable (%s); retrying", self.name, exc)
+                    self._stop.wait(1.0)
+                    continue
+                if message is None:
+                    continue
+                if self._handle(message):
+                    self._commit(consumer, message)
+        finally:
+            consumer.close()
+
+    def _commit(self, consumer: Any, message: Message) -> None:
+        while not self._stop.is_set():
+            try:
+                consumer.commit(message)
+                return
+            except BusUnavailable as exc:
+                logger.warning("%s: commit failed (%s); retrying", self.name, exc)
+                self._stop.wait(1.0)
+
+    def _handle(self, message: Message) -> bool:
+        """True when the message is done with (handled or skipped) and may be committed."""
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                self.handler(decode(message), message)
+                return True
+            except MalformedMessage as exc:
+                self._skip(message, "malformed", str(exc))
+                return True
+            except TRANSIENT as exc:
+                delay = min(10.0, 0.2 * 2 ** attempt)
+                logger.warning("%s: key=%s transient failure (%s); retry in %.1fs",
+                               self.name, message.key, exc, delay)
+            except Exception:  # noqa: BLE001 - a bug must not stop every later message
+                logger.exception("%s: key=%s handler failed (attempt %d)",
+                                 self.name, message.key, attempt + 1)
+                if attempt + 1 >= MAX_ATTEMPTS:
+                    self._skip(message, "handler_error", "gave up")
+                    return True
+                delay = min(10.0, 0.2 * 2 ** attempt)
+            attempt += 1
+            self._stop.wait(delay)
+        return False
+
+    def _skip(self, message: Message, reason: str, detail: str) -> None:
+        metrics.SKIPPED_MESSAGES.labels(message.topic, reason).inc()
+        logger.warning("%s: skipped message key=%s on %s offset %d: %s (%s)", self.name,
+                       message.key, message.topic, message.offset, reason, detail)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes (for start-up and tests)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

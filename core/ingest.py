@@ -1,0 +1,238 @@
+"""The ingest path shared by HTTP uploads and the watcher: stream a payload into quarantine
+with its checksums and sniffed MIME type, then record it and its announcement in one
+database transaction (the outbox), after which nothing can lose it.
+
+Writes are coalesced into blocks of ``BLOCK`` bytes and handed to a bounded thread pool;
+at most one block per payload is being written while the next is gathered, so memory per
+payload stays near 2 × ``BLOCK`` and a slow disk slows the client (backpressure).
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import logging
+import uuid
+import zlib
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import magic
+
+from core import metrics
+from core.settings import Settings
+from db import Database, OutboxItem, utcnow
+from storage import ObjectWriter, Storage
+
+logger = logging.getLogger(__name__)
+
+BLOCK = 1024 * 1024
+SNIFF_BYTES = 4096
+
+
+def announcement_topic(service: str) -> str:
+    return f"platform.upload.{service}"
+
+
+@dataclass
+class Payload:
+    """What the client (or the watcher) says about a payload before its bytes arrive."""
+
+    request_id: str
+    service: str
+    category: str
+    content_type: str
+    filename: str | None = None
+    account: str | None = None
+    org_id: str | None = None
+    principal: str | None = None
+    b64_identity: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: str = "http"
+    compress: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    received_at: dt.datetime = field(default_factory=utcnow)
+
+
+class PayloadWriter:
+    """Streams one payload into quarantine. ``write`` awaits only when the previous block
+    is still being written: that is the backpressure."""
+
+    def __init__(self, payload: Payload, writer: ObjectWriter, object_key: str,
+                 executor: Executor) -> None:
+        self.payload = payload
+        self.object_key = object_key
+        self.size = 0
+        self.stored_size = 0
+        self.mime: str | None = None
+        self._writer = writer
+        self._executor = executor
+        self._sha256 = hashlib.sha256()
+        self._stored_sha256 = hashlib.sha256() if payload.compress else None
+        self._gzip = zlib.compressobj(6, zlib.DEFLATED, 31) if payload.compress else None
+        self._head = bytearray()
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._inflight: asyncio.Future[None] | None = None
+        self._closed = False
+
+    async def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self.size += len(data)
+        if len(self._head) < SNIFF_BYTES:
+            self._head += data[: SNIFF_BYTES - len(self._head)]
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= BLOCK:
+            await self._flush_block()
+
+    async def _flush_block(self) -> None:
+        block = b"".join(self._pending)
+        self._pending, self._pending_bytes = [], 0
+        if self._inflight is not None:
+            await self._inflight
+        loop = asyncio.get_running_loop()
+        self._inflight = asyncio.wrap_future(self._executor.submit(self._write_block, block), loop=loop)
+
+    def _write_block(self, block: bytes) -> None:
+        self._sha256.update(block)
+        if self._gzip is not None:
+            block = self._gzip.compress(block)
+        self._write_stored(block)
+
+    def _write_stored(self, block: bytes) -> None:
+        if not block:
+            return
+        if self._stored_sha256 is not None:
+            self._stored_sha256.update(block)
+        self.stored_size += len(block)
+        self._writer.write(block)
+
+    def _finish(self) -> None:
+        if self._gzip is not None:
+            self._write_stored(self._gzip.flush())
+        self._writer.commit()
+
+    async def commit(self) -> dict[str, str]:
+        """Write what is left and make the object durable. Returns the checksums."""
+        await self._flush_block()
+        if self._inflight is not None:
+            await self._inflight
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._finish)
+        self._closed = True
+        self.mime = magic.from_buffer(bytes(self._head), mime=True) if self.size else "application/x-empty"
+        checksums = {"sha256": self._sha256.hexdigest()}
+        if self._stored_sha256 is not None:
+            checksums["stored_sha256"] = self._stored_sha256.hexdigest()
+        return checksums
+
+    async def abort(self) -> None:
+        """Remove whatever was written; safe to call at any point, and twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._inflight is not None:
+            try:
+                await self._inflight
+            except Exception:  # noqa: BLE001 - the write that failed is why we abort
+                pass
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._writer.abort)
+
+
+class Ingestor:
+    """Opens payload writers and records finished payloads (upload row, timeline, outbox)."""
+
+    def __init__(self, settings: Settings, storage: Storage, database: Database,
+                 executor: Executor, on_recorded: Callable[[], None] = lambda: None) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.database = database
+        self.executor = executor
+        self._on_recorded = on_recorded
+
+    async def open(self, payload: Payload) -> PayloadWriter:
+        key = uuid.uuid4().hex
+        loop = asyncio.get_running_loop()
+        writer = await loop.run_in_executor(
+            self.executor, self.storage.open_writer, "quarantine", key
+        )
+        return PayloadWriter(payload, writer, key, self.executor)
+
+    async def finish(self, writer: PayloadWriter) -> dict[str, Any]:
+        """Commit the object, then record the upload and its announcement durably.
+        Returns the announcement. On failure the stored object is removed again."""
+        checksums = await writer.commit()
+        payload = writer.payload
+        announcement = self._announcement(writer, checksums)
+        row = self._row(writer, checksums)
+        loop = asyncio.get_running_loop()
+        item = OutboxItem(announcement_topic(payload.service), payload.request_id, announcement,
+                          request_id=payload.request_id, on_sent_status="announced")
+        try:
+            await loop.run_in_executor(
+                self.executor, self.database.record_upload, row, payload.received_at, [item]
+            )
+        except Exception:
+            await loop.run_in_executor(
+                self.executor, self.storage.delete, "quarantine", writer.object_key
+            )
+            raise
+        metrics.UPLOAD_BYTES.labels(payload.service).inc(writer.size)
+        logger.info("request_id=%s stored %d bytes for %s (sha256 %s)", payload.request_id,
+                    writer.size, payload.service, checksums["sha256"])
+        self._on_recorded()
+        return announcement
+
+    def _announcement(self, writer: PayloadWriter, checksums: dict[str, str]) -> dict[str, Any]:
+        payload = writer.payload
+        url = self.storage.signed_url("quarantine", writer.object_key, self.settings.url_expiry)
+        message = {
+            "request_id": payload.request_id,
+            "payload_id": payload.request_id,
+            "service": payload.service,
+            "category": payload.category,
+            "content_type": payload.content_type,
+            "size": writer.size,
+            "url": url,
+            "account": payload.account,
+            "org_id": payload.org_id,
+            "principal": payload.principal,
+            "b64_identity": payload.b64_identity,
+            "metadata": payload.metadata,
+            "checksums": checksums,
+            "mime": writer.mime,
+            "filename": payload.filename,
+            "timestamp": payload.received_at.isoformat(),
+        }
+        if payload.compress:
+            message["compression"] = "gzip"
+            message["stored_size"] = writer.stored_size
+        message.update(payload.extra)
+        return message
+
+    def _row(self, writer: PayloadWriter, checksums: dict[str, str]) -> dict[str, Any]:
+        payload = writer.payload
+        return {
+            "request_id": payload.request_id,
+            "service": payload.service,
+            "category": payload.category,
+            "content_type": payload.content_type,
+            "filename": payload.filename,
+            "size": writer.size,
+            "sha256": checksums["sha256"],
+            "mime": writer.mime,
+            "account": payload.account,
+            "org_id": payload.org_id,
+            "principal": payload.principal,
+            "b64_identity": payload.b64_identity,
+            "metadata": json.dumps(payload.metadata),
+            "source": payload.source,
+            "compression": "gzip" if payload.compress else None,
+            "object_key": writer.object_key,
+            "bucket": "quarantine",
+        }

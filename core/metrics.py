@@ -1,0 +1,25 @@
+"""Prometheus metrics, all in one place. Names carry their units."""
+from prometheus_client import Counter, Gauge, Histogram
+
+UPLOADS = Counter(
+    "upload_requests_total", "Upload requests by service and outcome", ["service", "outcome"]
+)
+UPLOAD_BYTES = Counter("upload_bytes_total", "Payload bytes stored in quarantine", ["service"])
+REQUEST_SECONDS = Histogram(
+    "upload_request_duration_seconds", "Time from request start to response", ["outcome"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+STAGE_SECONDS = Histogram(
+    "upload_stage_duration_seconds", "Time spent in each pipeline stage", ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600),
+)
+VERDICTS = Counter("upload_verdicts_total", "Verdicts handled by result", ["service", "result"])
+SKIPPED_MESSAGES = Counter(
+    "bus_messages_skipped_total", "Consumed messages logged and skipped", ["topic", "reason"]
+)
+OUTBOX_DEPTH = Gauge("upload_outbox_depth", "Messages recorded but not yet delivered")
+OUTBOX_DELIVERED = Counter("upload_outbox_delivered_total", "Outbox messages delivered", ["topic"])
+OUTBOX_FAILURES = Counter("upload_outbox_send_failures_total", "Outbox batches that failed")
+CONSUMER_LAG = Gauge(
+    "bus_consumer_lag_seconds", "Age of the last message a consumer handled", ["group"]
+)

@@ -1,0 +1,103 @@
+"""The outbox relay: delivers messages recorded in the database to the bus.
+
+It runs in its own thread. A batch is leased from the outbox, sent, and deleted once the
+broker has acknowledged it; what was not acknowledged is retried with exponential backoff
+(0.2 s doubling to ``MAX_BACKOFF``). The retry state lives in the database, not in memory,
+so a restart or a broker outage loses nothing. ``wake()`` lets the ingest path start a
+delivery at once instead of waiting for the next poll.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Sequence
+
+from bus import Bus, BusUnavailable, OutMessage, Producer
+from core import metrics
+from db import Database, OutboxRow
+
+logger = logging.getLogger(__name__)
+
+BATCH = 200
+POLL_INTERVAL = 0.2
+SEND_TIMEOUT = 10.0
+MAX_BACKOFF = 30.0
+
+
+def backoff(attempts: int) -> float:
+    return min(MAX_BACKOFF, 0.2 * 2 ** attempts)
+
+
+class OutboxRelay:
+    def __init__(self, database: Database, bus: Bus, send_timeout: float = SEND_TIMEOUT) -> None:
+        self.database = database
+        self.bus = bus
+        self.send_timeout = send_timeout
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="outbox-relay", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Deliver what is due (bounded by ``timeout``), then stop."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        producer = self.bus.producer()
+        try:
+            while True:
+                try:
+                    delivered = self.deliver_once(producer)
+                except Exception:  # noqa: BLE001 - the relay must outlive a bad moment
+                    logger.exception("outbox relay pass failed; retrying")
+                    delivered = 0
+                    self._stop.wait(1.0)
+                if self._stop.is_set() and not delivered:
+                    break
+                if not delivered:
+                    self._wake.wait(POLL_INTERVAL)
+                    self._wake.clear()
+        finally:
+            producer.close()
+
+    def deliver_once(self, producer: Producer) -> int:
+        """Send one batch; returns how many messages were delivered."""
+        rows = self.database.claim_outbox(BATCH)
+        if not rows:
+            metrics.OUTBOX_DEPTH.set(0)
+            return 0
+        messages = [OutMessage(r.topic, r.key, r.value) for r in rows]
+        try:
+            acked = producer.send(messages, self.send_timeout)
+        except BusUnavailable as exc:
+            acked = [False] * len(rows)
+            error = str(exc)
+        else:
+            error = "not acknowledged in time"
+        sent = [row for row, ok in zip(rows, acked) if ok]
+        failed = [row for row, ok in zip(rows, acked) if not ok]
+        self.database.outbox_sent(sent)
+        for row in sent:
+            metrics.OUTBOX_DELIVERED.labels(row.topic).inc()
+            logger.debug("request_id=%s delivered to %s", row.request_id, row.topic)
+        if failed:
+            self._retry_later(failed, error)
+        return len(sent)
+
+    def _retry_later(self, failed: Sequence[OutboxRow], error: str) -> None:
+        metrics.OUTBOX_FAILURES.inc()
+        delay = backoff(min(row.attempts for row in failed))
+        logger.warning("bus did not take %d messages (%s); retrying in %.1fs",
+                       len(failed), error, delay)
+        self.database.outbox_retry_later(failed, delay, error)
+        metrics.OUTBOX_DEPTH.set(self.database.outbox_depth())
+

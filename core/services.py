@@ -1,0 +1,69 @@
+"""Wiring: the storage, database, bus, thread pool, ingest path and outbox relay that one
+process shares between its roles."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Coroutine
+
+from bus import Bus, get_bus
+from core.ingest import Ingestor
+from core.relay import OutboxRelay
+from core.settings import Settings
+from db import Database
+from storage import Storage, get_storage
+
+logger = logging.getLogger(__name__)
+
+CLEANUP_GRACE = 5.0
+
+
+class Services:
+    def __init__(self, settings: Settings, storage: Storage, database: Database, bus: Bus) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.database = database
+        self.bus = bus
+        self.executor = ThreadPoolExecutor(settings.upload_threads, thread_name_prefix="io")
+        self.relay = OutboxRelay(database, bus)
+        self.ingestor = Ingestor(settings, storage, database, self.executor, self.relay.wake)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    def build(cls, settings: Settings) -> "Services":
+        settings.workdir.mkdir(parents=True, exist_ok=True)
+        database = Database(settings.database_url)
+        database.migrate()
+        return cls(settings, get_storage(settings), database, get_bus(settings))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in the background, keeping a reference until it is done."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def cleanup_quarantine(self, grace: float = CLEANUP_GRACE) -> int:
+        """Remove what a crash left behind: unfinished writes, and objects in quarantine
+        that no upload row references (stored, but the 202 was never sent). An object
+        is removed only if it is still unreferenced after ``grace`` seconds, so that a
+        neighbouring gateway's upload that is between its storage commit and its
+        database commit is left alone."""
+        removed = self.storage.cleanup_incomplete()
+        keys = set(self.storage.list_keys("quarantine"))
+        orphans = keys - self.database.known_object_keys(keys)
+        if orphans and grace:
+            threading.Event().wait(grace)
+            orphans -= self.database.known_object_keys(orphans)
+        for key in orphans:
+            logger.warning("removing unreferenced quarantine object %s", key)
+            self.storage.delete("quarantine", key)
+        return removed + len(orphans)
+
+    def close(self) -> None:
+        self.relay.stop()
+        self.executor.shutdown(wait=True)
+        self.bus.close()
+        self.storage.close()
+        self.database.close()

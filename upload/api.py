@@ -1,0 +1,105 @@
+"""Read-only endpoints: status timeline, downloads, version, health, OpenAPI, metrics."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from core.signing import verify_download
+from storage import BUCKETS
+from upload.base import ApiHandler
+from upload.errors import ApiError
+from upload.openapi import SPEC, VERSION
+
+logger = logging.getLogger(__name__)
+
+COPY_BLOCK = 256 * 1024
+
+
+class StatusHandler(ApiHandler):
+    async def get(self, request_id: str) -> None:
+        identity = self.request_identity()
+        loop = asyncio.get_running_loop()
+        db = self.services.database
+        upload = await loop.run_in_executor(self.services.executor, db.get_upload, request_id)
+        if upload is None or (identity and identity.org_id and upload["org_id"] != identity.org_id):
+            raise ApiError("not_found", f"no upload {request_id}")
+        timeline = await loop.run_in_executor(self.services.executor, db.timeline, request_id)
+        self.write_json({
+            "request_id": request_id,
+            "service": upload["service"],
+            "status": upload["status"],
+            "reason": upload["reason"],
+            "size": upload["size"],
+            "checksums": {"sha256": upload["sha256"]},
+            "timeline": [
+                {"status": e["status"], "message": e["message"], "at": e["at"].isoformat()}
+                for e in timeline
+            ],
+        })
+
+
+class DownloadHandler(ApiHandler):
+    """Serves an object through an HMAC-signed, expiring URL (localdisk driver)."""
+
+    async def get(self, bucket: str, key: str) -> None:
+        secret = self.services.settings.url_signing_key
+        ok = bucket in BUCKETS and verify_download(
+            secret, bucket, key, self.get_query_argument("expires", ""),
+            self.get_query_argument("signature", ""))
+        if not ok:
+            raise ApiError("forbidden", "missing, expired or invalid signature")
+        loop = asyncio.get_running_loop()
+        executor, storage = self.services.executor, self.services.storage
+        try:
+            reader = await loop.run_in_executor(executor, storage.open_reader, bucket, key)
+        except FileNotFoundError:
+            raise ApiError("not_found", "no such object") from None
+        try:
+            self.set_header("Content-Type", "application/octet-stream")
+            while block := await loop.run_in_executor(executor, reader.read, COPY_BLOCK):
+                self.write(block)
+                await self.flush()
+        finally:
+            reader.close()
+        self.finish()
+
+
+class VersionHandler(ApiHandler):
+    def get(self) -> None:
+        self.write_json({"version": VERSION})
+
+
+class HealthHandler(ApiHandler):
+    async def get(self) -> None:
+        checks = {"storage": self.services.storage.check,
+                  "database": self.services.database.check,
+                  "bus": self.services.bus.check}
+        loop = asyncio.get_running_loop()
+        down: dict[str, str] = {}
+        for name, check in checks.items():
+            try:
+                await asyncio.wait_for(loop.run_in_executor(None, check), 5)
+            except Exception as exc:  # noqa: BLE001 - any failure means the component is down
+                down[name] = str(exc) or type(exc).__name__
+        body: dict[str, Any] = {"status": "ok" if not down else "unavailable", "down": down}
+        self.set_status(200 if not down else 503)
+        self.write_json(body)
+
+
+class OpenApiHandler(ApiHandler):
+    def get(self) -> None:
+        self.write_json(SPEC)
+
+
+class MetricsHandler(ApiHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest())
+
+
+class NotFoundHandler(ApiHandler):
+    def prepare(self) -> None:
+        raise ApiError("not_found", "no such endpoint")

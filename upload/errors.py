@@ -1,0 +1,36 @@
+"""Stable error codes and their HTTP statuses; handlers raise ``ApiError`` and one
+``write_error`` renders ``{"error": code, "message": text}``."""
+from __future__ import annotations
+
+from tornado.web import HTTPError
+
+STATUS = {
+    "bad_request": 400,
+    "malformed_multipart": 400,
+    "missing_file": 400,
+    "malformed_identity": 400,
+    "malformed_metadata": 400,
+    "malformed_content_type": 400,
+    "identity_required": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "duplicate_request_id": 409,
+    "upload_too_large": 413,
+    "unsupported_service": 415,
+    "unsupported_media_type": 415,
+    "storage_unavailable": 503,
+    "service_unavailable": 503,
+    "internal_error": 500,
+}
+
+# Tornado raises plain HTTPErrors of its own (e.g. 405, 404); they map to these codes.
+BY_STATUS = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+             413: "upload_too_large", 503: "service_unavailable"}
+
+
+class ApiError(HTTPError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(STATUS[code], reason=None)
+        self.code = code
+        self.message = message

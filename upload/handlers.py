@@ -1,0 +1,180 @@
+"""Upload handler: streams a multipart body into quarantine and answers 202 only once the
+payload and its announcement are durable (see core.ingest)."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from tornado.web import stream_request_body
+
+from bus import BusUnavailable
+from core import metrics
+from core.ingest import Payload, PayloadWriter
+from storage import StorageUnavailable
+from upload.base import ApiHandler, Services
+from upload.errors import ApiError
+from upload.identity import Identity, parse_identity
+from upload.multipart import MultipartStream, route
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# room for part headers, boundaries and the metadata part around the file itself
+ENVELOPE = 1024 * 1024
+
+
+@stream_request_body
+class UploadHandler(ApiHandler):
+    def initialize(self, services: Services) -> None:  # type: ignore[override]
+        super().initialize(services)
+        self.started = time.monotonic()
+        self.writer: PayloadWriter | None = None
+        self.stream: MultipartStream | None = None
+        self.identity: Identity | None = None
+        self.request_id = ""
+        self.body_bytes = 0
+        self.failed = False
+        self.service = "unknown"
+
+    async def prepare(self) -> None:
+        settings = self.services.settings
+        header_id = self.request.headers.get("x-rh-insights-request-id", "")
+        self.request_id = header_id if REQUEST_ID.match(header_id) else uuid.uuid4().hex
+        self.identity = parse_identity(self.request.headers.get("x-rh-identity"))
+        if self.identity is None and settings.identity_required:
+            raise ApiError("identity_required", "a valid x-rh-identity header is required")
+        content_type = self.request.headers.get("Content-Type", "")
+        if not content_type.lower().startswith("multipart/form-data"):
+            raise ApiError("unsupported_media_type", "the body must be multipart/form-data")
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > settings.max_length + ENVELOPE:
+            raise ApiError("upload_too_large",
+                           f"payload exceeds the limit of {settings.max_length} bytes")
+        self.request.connection.set_max_body_size(settings.max_length + 2 * ENVELOPE)
+        self.stream = MultipartStream(self.request.headers)
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self.failed or self._finished:
+            return
+        try:
+            await self._consume(chunk)
+        except ApiError as exc:
+            await self._fail(exc)
+        except (StorageUnavailable, OSError) as exc:
+            logger.warning("request_id=%s storage failed mid-upload: %s", self.request_id, exc)
+            await self._fail(ApiError("storage_unavailable", "storage cannot take the payload now"))
+
+    async def _consume(self, chunk: bytes) -> None:
+        assert self.stream is not None
+        self.body_bytes += len(chunk)
+        limit = self.services.settings.max_length
+        if self.body_bytes > limit + ENVELOPE:
+            raise ApiError("upload_too_large", f"payload exceeds the limit of {limit} bytes")
+        self.stream.feed(chunk)
+        part = self.stream.file
+        if part is None:
+            return
+        if self.writer is None:
+            await self._open(part.multipart_content_type, part.multipart_filename)
+        assert self.writer is not None
+        for data in part.take():
+            await self.writer.write(data)
+        if self.writer.size > limit:
+            raise ApiError("upload_too_large", f"payload exceeds the limit of {limit} bytes")
+
+    async def _open(self, content_type: str | None, filename: str | None) -> None:
+        routed = route(content_type, self.services.settings.valid_upload_types)
+        self.service = routed.service
+        identity = self.identity
+        payload = Payload(
+            request_id=self.request_id, service=routed.service, category=routed.category,
+            content_type=routed.content_type, filename=_clean_filename(filename),
+            account=identity.account if identity else None,
+            org_id=identity.org_id if identity else None,
+            principal=identity.principal if identity else None,
+            b64_identity=identity.raw if identity else None,
+        )
+        self.writer = await self.services.ingestor.open(payload)
+
+    async def _fail(self, error: ApiError) -> None:
+        """Answer now, remove partial data, ignore the rest of the body."""
+        self.failed = True
+        await self._abort()
+        metrics.UPLOADS.labels(self.service, error.code).inc()
+        logger.info("request_id=%s rejected: %s (%s)", self.request_id, error.code, error.message)
+        self.send_error(error.status_code, exc_info=(type(error), error, None))
+
+    async def _abort(self) -> None:
+        if self.writer is not None:
+            try:
+                await self.writer.abort()
+            except Exception:  # noqa: BLE001 - cleanup at start-up removes what is left
+                logger.exception("request_id=%s could not remove partial data", self.request_id)
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        if self.writer is not None and not self._finished:
+            logger.info("request_id=%s client went away mid-upload", self.request_id)
+            self.failed = True
+            self.services.spawn(self._abort())
+
+    async def post(self) -> None:
+        if self.failed:
+            return
+        try:
+            await self._complete()
+        except ApiError as exc:
+            await self._fail(exc)
+
+    async def _complete(self) -> None:
+        assert self.stream is not None
+        part = self.stream.file
+        if part is None or self.writer is None:
+            raise ApiError("missing_file", "no file part named 'file' or 'upload'")
+        if not part.finished:
+            raise ApiError("malformed_multipart", "the multipart body ended inside the file part")
+        self.writer.payload.metadata = _metadata(self.stream.metadata_bytes())
+        try:
+            announcement = await self.services.ingestor.finish(self.writer)
+        except IntegrityError:
+            raise ApiError("duplicate_request_id",
+                           f"request id {self.request_id} was already used") from None
+        except (StorageUnavailable, BusUnavailable, DBAPIError, OSError) as exc:
+            logger.warning("request_id=%s could not be stored: %s", self.request_id, exc)
+            raise ApiError("storage_unavailable", "storage cannot take the payload now") from None
+        self.writer = None
+        metrics.UPLOADS.labels(self.service, "accepted").inc()
+        metrics.REQUEST_SECONDS.labels("accepted").observe(time.monotonic() - self.started)
+        self.set_status(202)
+        self.write_json({
+            "request_id": self.request_id,
+            "upload": {"account_number": announcement["account"],
+                       "org_id": announcement["org_id"]},
+        })
+
+
+def _metadata(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError("malformed_metadata", "metadata part is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ApiError("malformed_metadata", "metadata must be a JSON object")
+    return value
+
+
+def _clean_filename(name: str | None) -> str | None:
+    """Keep the base name only, printable, at most 255 characters (it is recorded, never
+    used as a path)."""
+    if not name:
+        return None
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(ch for ch in base if ch.isprintable())[:255]
+    return cleaned or None

@@ -1,0 +1,19 @@
+"""The test validator: answers every ``testareno`` announcement with the verdict named by
+``TEST_VALIDATOR_VERDICT`` (success by default), after fetching the payload through its
+signed URL and checking its sha256, so a newcomer sees the whole loop turn."""
+from __future__ import annotations
+
+from typing import Any, BinaryIO
+
+from bus import Bus
+from validators.loop import ValidatorLoop, Verdict
+
+SERVICE = "testareno"
+
+
+def make_test_validator(bus: Bus, verdict: str) -> ValidatorLoop:
+    def check(announcement: dict[str, Any], payload: BinaryIO) -> Verdict:
+        reason = None if verdict == "success" else f"test validator answers {verdict}"
+        return Verdict(verdict, reason)
+
+    return ValidatorLoop(bus, SERVICE, check)
