@@ -134,6 +134,8 @@ class UploadHandler(ApiHandler):
     async def _complete(self) -> None:
         assert self.stream is not None
         part = self.stream.file
+        if not self.stream.complete:
+            raise ApiError("malformed_multipart", "the multipart body has no closing boundary")
         if part is None or self.writer is None:
             raise ApiError("missing_file", "no file part named 'file' or 'upload'")
         if not part.finished:

@@ -19,6 +19,7 @@ from upload.errors import ApiError
 FILE_PARTS = ("file", "upload")
 METADATA_PART = "metadata"
 MAX_METADATA = 64 * 1024
+TAIL = 1024
 
 CONTENT_TYPE = re.compile(
     r"^application/vnd\.redhat\.(?P<service>[a-z0-9_-]+)\.(?P<category>[A-Za-z0-9_.-]+?)"
@@ -45,6 +46,15 @@ def route(content_type: str | None, valid_services: tuple[str, ...]) -> Route:
         raise ApiError("unsupported_service",
                        f"service {match['service']!r} is not one of {', '.join(valid_services)}")
     return Route(match["service"], match["category"], value)
+
+
+def _boundary(headers: object) -> bytes:
+    content_type = headers.get("Content-Type", "")  # type: ignore[attr-defined]
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.lower() == "boundary" and 0 < len(value.strip('"')) <= 200:
+            return value.strip('"').encode("latin-1", "replace")
+    raise ApiError("malformed_multipart", "multipart Content-Type without a usable boundary")
 
 
 class PartTarget(BaseTarget):
@@ -80,12 +90,16 @@ class MultipartStream:
             self._parser = StreamingFormDataParser(headers=headers)  # type: ignore[arg-type]
         except (ParseFailedException, ValueError, KeyError, TypeError) as exc:
             raise ApiError("malformed_multipart", f"bad multipart Content-Type: {exc}") from None
+        boundary = _boundary(headers)
+        self._ender = b"--" + boundary + b"--"
+        self._tail = b""
         self.targets = {name: PartTarget(name) for name in (*FILE_PARTS, METADATA_PART)}
         for name, target in self.targets.items():
             self._parser.register(name, target)
         self.metadata_size = 0
 
     def feed(self, chunk: bytes) -> None:
+        self._tail = (self._tail + chunk[-TAIL:])[-TAIL:]
         try:
             self._parser.data_received(chunk)
         except ParseFailedException as exc:
@@ -98,6 +112,11 @@ class MultipartStream:
         self.metadata_size = sum(len(c) for c in metadata.chunks)
         if self.metadata_size > MAX_METADATA:
             raise ApiError("malformed_metadata", f"metadata part exceeds {MAX_METADATA} bytes")
+
+    @property
+    def complete(self) -> bool:
+        """True once the closing boundary has arrived (an epilogue may follow it)."""
+        return self._ender in self._tail
 
     @property
     def file(self) -> PartTarget | None:
