@@ -17,7 +17,7 @@ import uuid
 import zlib
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import magic
 
@@ -163,9 +163,15 @@ class Ingestor:
         )
         return PayloadWriter(payload, writer, key, self.executor)
 
-    async def finish(self, writer: PayloadWriter) -> dict[str, Any]:
-        """Commit the object, then record the upload and its announcement durably.
-        Returns the announcement. On failure the stored object is removed again."""
+    async def finish(
+        self,
+        writer: PayloadWriter,
+        messages: Callable[[dict[str, Any]], Sequence[OutboxItem]] | None = None,
+    ) -> dict[str, Any]:
+        """Commit the object, then record the upload and its announcement durably, with
+        any further ``messages(announcement)`` in the same transaction (the watcher's
+        asset-transfer events). Returns the announcement. On failure the stored object is
+        removed again."""
         checksums = await writer.commit()
         payload = writer.payload
         announcement = self._announcement(writer, checksums)
@@ -173,9 +179,10 @@ class Ingestor:
         loop = asyncio.get_running_loop()
         item = OutboxItem(announcement_topic(payload.service), payload.request_id, announcement,
                           request_id=payload.request_id, on_sent_status="announced")
+        items = [item, *(messages(announcement) if messages else [])]
         try:
             await loop.run_in_executor(
-                self.executor, self.database.record_upload, row, payload.received_at, [item]
+                self.executor, self.database.record_upload, row, payload.received_at, items
             )
         except Exception:
             await loop.run_in_executor(

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import tempfile
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable
@@ -33,13 +34,26 @@ class Verdict:
 Check = Callable[[dict[str, Any], BinaryIO], Verdict]
 
 
+class FetchRefused(Exception):
+    """The storage answered that this URL will never work (expired, forged, gone)."""
+
+
 def fetch(url: str, sink: BinaryIO) -> str:
-    """Stream ``url`` into ``sink``; returns the sha256 of what was fetched."""
+    """Stream ``url`` into ``sink``; returns the sha256 of what was fetched. A refused
+    URL (4xx) is ``FetchRefused``; an unreachable or failing server (5xx) is a
+    ``ConnectionError``, which the consumer loop retries."""
     digest = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT) as response:  # noqa: S310
-        while block := response.read(1024 * 1024):
-            digest.update(block)
-            sink.write(block)
+    try:
+        with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT) as response:  # noqa: S310
+            while block := response.read(1024 * 1024):
+                digest.update(block)
+                sink.write(block)
+    except urllib.error.HTTPError as exc:
+        if exc.code < 500:
+            raise FetchRefused(f"fetching the payload was refused: HTTP {exc.code}") from None
+        raise ConnectionError(f"payload fetch failed: HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConnectionError(f"payload fetch failed: {exc}") from None
     sink.seek(0)
     return digest.hexdigest()
 
@@ -69,7 +83,11 @@ class ValidatorLoop:
         if not isinstance(request_id, str) or not isinstance(url, str):
             raise MalformedMessage("announcement without request_id or url")
         with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as payload:
-            sha256 = fetch(url, payload)
+            try:
+                sha256 = fetch(url, payload)
+            except FetchRefused as exc:
+                self.publish(request_id, Verdict("failure", str(exc)))
+                return
             expected = (announcement.get("checksums") or {}).get("stored_sha256") or (
                 announcement.get("checksums") or {}).get("sha256")
             if expected and expected != sha256:

@@ -1,0 +1,128 @@
+"""End-to-end driver: a real `python app.py` process, uploads over HTTP, and the bus read
+back through the same drivers a downstream service would use."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+from bus import Consumer, get_bus
+from core.settings import Settings
+from tests.helpers import free_port, identity, multipart, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Gateway:
+    def __init__(self, env: dict[str, str], role: list[str] | None = None) -> None:
+        self.port = int(env.get("LISTEN_PORT") or free_port())
+        self.env = {**os.environ, **env, "LISTEN_PORT": str(self.port)}
+        self.role = role or []
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = Path(env["WORKDIR"]) / f"gateway-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "Gateway":
+        Path(self.env["WORKDIR"]).mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "app.py"), *self.role], cwd=ROOT, env=self.env,
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if not wait_for(self._healthy, timeout=30):
+            self.stop()
+            raise AssertionError(f"gateway did not start:\n{self.log.read_text()[-3000:]}")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"gateway exited:\n{self.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(self.base + "/api/v1/health", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def upload(self, data: bytes, content_type: str = "application/vnd.redhat.testareno.e2e+tgz",
+               headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+        body, ctype = multipart(data, content_type=content_type)
+        request = urllib.request.Request(
+            self.base + "/api/v1/upload", data=body, method="POST",
+            headers={"Content-Type": ctype, "x-rh-identity": identity(), **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def status(self, request_id: str) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.base}/api/v1/uploads/{request_id}", timeout=10) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - loopback only
+        return response.read()  # type: ignore[no-any-return]
+
+
+def messages_for(consumer: Consumer, request_ids: set[str], timeout: float) -> Iterator[dict[str, Any]]:
+    """Yield decoded messages about ``request_ids`` until each has been seen once."""
+    deadline = time.monotonic() + timeout
+    missing = set(request_ids)
+    while missing and time.monotonic() < deadline:
+        message = consumer.poll(0.2)
+        if message is None:
+            continue
+        consumer.commit(message)
+        value = json.loads(message.value)
+        if value.get("request_id") in request_ids:
+            missing.discard(value["request_id"])
+            yield value
+    assert not missing, f"no message for {missing}"
+
+
+def check_round_trip(gateway: Gateway, settings: Settings, verdict: str) -> dict[str, Any]:
+    """Upload, fetch the announcement's URL, wait for the verdict's outcome, check the
+    timeline. Returns the final status document."""
+    bus = get_bus(settings)
+    group = f"e2e-{time.monotonic_ns()}"
+    announcements = bus.consumer(group, ["platform.upload.testareno"])
+    available = bus.consumer(group, ["platform.upload.available"])
+    data = os.urandom(1024 * 1024 + 17)
+    try:
+        code, answer = gateway.upload(data)
+        assert code == 202, answer
+        request_id = answer["request_id"]
+        [announcement] = messages_for(announcements, {request_id}, 30)
+        fetched = fetch(announcement["url"])
+        assert fetched == data
+        assert hashlib.sha256(fetched).hexdigest() == announcement["checksums"]["sha256"]
+        final = {"success": "available", "failure": "rejected"}[verdict]
+        status = wait_for(lambda: (s := gateway.status(request_id))["status"] == final and s, 30)
+        assert status, gateway.status(request_id)
+        if verdict == "success":
+            [message] = messages_for(available, {request_id}, 30)
+            assert fetch(message["url"]) == data and message["url"] != announcement["url"]
+            assert message["checksums"]["sha256"] == hashlib.sha256(data).hexdigest()
+            expected = ["received", "stored", "announced", "validated", "available"]
+        else:
+            expected = ["received", "stored", "announced", "rejected"]
+        assert sorted(e["status"] for e in status["timeline"]) == sorted(expected)
+        return status  # type: ignore[no-any-return]
+    finally:
+        announcements.close()
+        available.close()
+        bus.close()
