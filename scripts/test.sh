@@ -1,0 +1,17 @@
+#!/usr/bin/env sh
+# Installs what the tests need, makes sure PostgreSQL is up, and runs the whole suite.
+# Usage: sh scripts/test.sh [pytest args]
+set -eu
+cd "$(dirname "$0")/.."
+python -m pip install -q -r requirements-dev.txt
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+# Browser tests drive Debian's chromium; install it when it is missing (never a downloaded browser).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get install -y -q chromium >/dev/null 2>&1 || \
+     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || \
+     echo "warning: could not install chromium; browser tests will fail" >&2
+fi
+exec python -m pytest "$@"
