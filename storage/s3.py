@@ -1,0 +1,401 @@
+"""S3 storage (AWS S3 or any S3-compatible endpoint) through boto3.
+
+Settings: ``S3_ENDPOINT_URL`` (unset: AWS), ``S3_QUARANTINE`` / ``S3_PERM`` /
+``S3_REJECT`` (bucket names, defaults ``upload-quarantine``, ``upload-perm``,
+``upload-reject``; created at construction when missing). Credentials and region come from
+the usual boto3 sources (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, profiles, roles);
+the region from ``AWS_REGION`` or ``AWS_DEFAULT_REGION``, default ``us-east-1``.
+
+Client options: connect timeout 5 s, read timeout 60 s, 3 attempts in botocore's
+"standard" retry mode (so an unreachable endpoint fails within a few seconds), a
+connection pool of ``UPLOAD_THREADS`` + 4. Checksums are computed only where S3 requires
+them (``when_required``), which keeps older S3-compatible servers working. Requests and
+presigned URLs use SigV4; a presigned URL lives at most 7 days (longer expiries are cut).
+
+Writing: data is buffered up to ``PART_SIZE`` (8 MiB). An object smaller than one part at
+commit is sent with one ``PutObject``; otherwise a multipart upload is created when the
+first part is full, each full part is uploaded as it fills, and ``commit`` uploads the
+remainder and completes the upload. A writer never holds more than one part in memory.
+Limits: 10,000 parts, so at most 80 GiB per object at the default part size. ``move`` is
+``CopyObject`` + ``DeleteObject`` (a managed multipart copy above 5 GiB).
+
+``cleanup_incomplete`` aborts every unfinished multipart upload in the three buckets
+(those started more than ``incomplete_min_age`` seconds ago, default 0: all of them). It is
+meant for start-up; with several gateways sharing the buckets, pass a minimum age larger
+than the longest upload so that one restarting instance does not abort another's uploads.
+
+Clients are thread-safe (sessions are not): each ``S3Storage`` builds one session and one
+client at construction and shares the client between threads; a writer is used by one
+thread at a time.
+
+Errors: a missing object (``NoSuchKey``, 404) is ``FileNotFoundError``; connection
+failures, timeouts, 5xx and throttling (``SlowDown``) are ``StorageUnavailable``.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO, cast
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from core.settings import Settings
+from storage import BUCKETS, ObjectWriter, Storage, StorageUnavailable
+
+logger = logging.getLogger(__name__)
+
+PART_SIZE = 8 * 1024 * 1024
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last
+MAX_COPY_SIZE = 5 * 1024 * 1024 * 1024  # larger objects need a multipart copy
+COPY_CHUNK_SIZE = 512 * 1024 * 1024
+MAX_URL_EXPIRY = 7 * 24 * 3600  # SigV4 presigned URLs live at most a week
+DEFAULT_REGION = "us-east-1"
+NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+# NoSuchBucket: the bucket vanished after start-up, a deployment fault the client can't fix.
+UNAVAILABLE_CODES = frozenset(
+    ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling")
+    + ("ThrottlingException", "NoSuchBucket")
+)
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def _is_not_found(exc: ClientError) -> bool:
+    code = _code(exc)
+    return code in NOT_FOUND_CODES or (_status(exc) == 404 and code not in UNAVAILABLE_CODES)
+
+
+@contextmanager
+def _translate(what: str) -> Iterator[None]:
+    """S3 failures at the driver boundary: 404 → FileNotFoundError, outage → unavailable."""
+    try:
+        yield
+    except ClientError as exc:
+        if _code(exc) in UNAVAILABLE_CODES or _status(exc) >= 500:
+            raise StorageUnavailable(f"S3 {what}: {_code(exc)}") from exc
+        if _is_not_found(exc):
+            raise FileNotFoundError(errno.ENOENT, "no such object", what) from exc
+        raise
+    except (BotoConnectionError, HTTPClientError, IncompleteReadError) as exc:
+        raise StorageUnavailable(f"S3 {what}: {exc}") from exc
+
+
+class S3Writer(ObjectWriter):
+    """Streams one object: a single PutObject when small, else a multipart upload."""
+
+    def __init__(self, client: Any, bucket: str, key: str, part_size: int = PART_SIZE) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._key = key
+        self._part_size = part_size
+        self._buffer = io.BytesIO()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._done = False
+        self.size = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held in memory, waiting for the next part."""
+        return self._buffer.tell()
+
+    def write(self, data: bytes) -> None:
+        if self._done:
+            raise ValueError("write to a committed or aborted object")
+        view = memoryview(data)
+        while view:
+            room = self._part_size - self._buffer.tell()
+            self._buffer.write(view[:room])
+            view = view[room:]
+            if self._buffer.tell() >= self._part_size:
+                self._guarded(self._upload_part)
+        self.size += len(data)
+
+    def commit(self) -> None:
+        if self._done:
+            raise ValueError("commit of a committed or aborted object")
+        self._guarded(self._commit)
+        self._done = True
+
+    def abort(self) -> None:
+        self._done = True
+        self._buffer = io.BytesIO()
+        upload_id, self._upload_id = self._upload_id, None
+        if upload_id is None:
+            return
+        try:
+            self._client.abort_multipart_upload(
+                Bucket=self._bucket, Key=self._key, UploadId=upload_id
+            )
+        except ClientError as exc:
+            if _code(exc) != "NoSuchUpload":
+                logger.warning("cannot abort upload of %s: %s", self._key, exc)
+        except (BotoConnectionError, HTTPClientError) as exc:
+            # Left for cleanup_incomplete at the next start-up.
+            logger.warning("cannot abort upload of %s: %s", self._key, exc)
+
+    def _guarded(self, func: Callable[[], None]) -> None:
+        try:
+            with _translate(f"{self._bucket}/{self._key}"):
+                func()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _take_buffer(self) -> io.BytesIO:
+        """The buffered part, rewound; the writer starts a fresh buffer (no copy)."""
+        body, self._buffer = self._buffer, io.BytesIO()
+        body.truncate()
+        body.seek(0)
+        return body
+
+    def _upload_part(self) -> None:
+        if self._upload_id is None:
+            response = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)
+            self._upload_id = response["UploadId"]
+        number = len(self._parts) + 1
+        response = self._client.upload_part(
+            Bucket=self._bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=self._take_buffer(),
+        )
+        self._parts.append({"ETag": response["ETag"], "PartNumber": number})
+
+    def _commit(self) -> None:
+        if self._upload_id is None:
+            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=self._take_buffer())
+            return
+        if self._buffer.tell():
+            self._upload_part()
+        self._client.complete_multipart_upload(
+            Bucket=self._bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            MultipartUpload={"Parts": self._parts},
+        )
+        self._upload_id = None
+
+
+class S3Reader(io.RawIOBase):
+    """The object's streaming body, with S3 errors translated while reading."""
+
+    def __init__(self, body: Any, content_length: int, what: str) -> None:
+        super().__init__()
+        self._body = body
+        self._what = what
+        self.content_length = content_length
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        with _translate(self._what):
+            return cast(bytes, self._body.read(None if size is None or size < 0 else size))
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
+def _make_client(settings: Settings) -> Any:
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    config = Config(
+        region_name=region or DEFAULT_REGION,
+        connect_timeout=5,
+        read_timeout=60,
+        retries={"max_attempts": 3, "mode": "standard"},
+        signature_version="s3v4",
+        max_pool_connections=settings.upload_threads + 4,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    session = boto3.session.Session()
+    return session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+
+
+class S3Storage(Storage):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        part_size: int = PART_SIZE,
+        incomplete_min_age: float = 0.0,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
+        self._names = {name: settings.buckets[name] for name in BUCKETS}
+        self._part_size = part_size
+        self._incomplete_min_age = incomplete_min_age
+        self._client = _make_client(settings)
+        for name in dict.fromkeys(self._names.values()):
+            with _translate(f"bucket {name}"):
+                self._ensure_bucket(name)
+
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client (thread-safe), for tests and tools."""
+        return self._client
+
+    def _ensure_bucket(self, name: str) -> None:
+        try:
+            self._client.head_bucket(Bucket=name)
+            return
+        except ClientError as exc:
+            if _status(exc) != 404:
+                raise
+        region = self._client.meta.region_name
+        options: dict[str, Any] = {}
+        if region != DEFAULT_REGION:
+            options["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        try:
+            self._client.create_bucket(Bucket=name, **options)
+            logger.info("created bucket %s", name)
+        except ClientError as exc:
+            if _code(exc) != "BucketAlreadyOwnedByYou":
+                raise
+
+    def _name(self, bucket: str) -> str:
+        try:
+            return self._names[bucket]
+        except KeyError:
+            raise ValueError(f"unknown bucket {bucket!r}; use one of {BUCKETS}") from None
+
+    def _head(self, name: str, key: str) -> dict[str, Any] | None:
+        """The object's metadata, or None when it does not exist."""
+        try:
+            return cast(dict[str, Any], self._client.head_object(Bucket=name, Key=key))
+        except ClientError as exc:
+            if _is_not_found(exc):
+                return None
+            raise
+
+    def open_writer(self, bucket: str, key: str) -> ObjectWriter:
+        return S3Writer(self._client, self._name(bucket), key, self._part_size)
+
+    def open_reader(self, bucket: str, key: str) -> BinaryIO:
+        what = f"{bucket}/{key}"
+        with _translate(what):
+            response = self._client.get_object(Bucket=self._name(bucket), Key=key)
+        return cast(BinaryIO, S3Reader(response["Body"], response["ContentLength"], what))
+
+    def size(self, bucket: str, key: str) -> int:
+        with _translate(f"{bucket}/{key}"):
+            head = self._head(self._name(bucket), key)
+        if head is None:
+            raise FileNotFoundError(errno.ENOENT, "no such object", f"{bucket}/{key}")
+        return int(head["ContentLength"])
+
+    def exists(self, bucket: str, key: str) -> bool:
+        with _translate(f"{bucket}/{key}"):
+            return self._head(self._name(bucket), key) is not None
+
+    def move(self, src_bucket: str, dst_bucket: str, key: str) -> None:
+        src, dst = self._name(src_bucket), self._name(dst_bucket)
+        what = f"{src_bucket}/{key}"
+        with _translate(what):
+            head = self._head(src, key)
+            if head is None or src == dst:
+                if self._head(dst, key) is not None:
+                    return  # already moved: a redelivered verdict
+                raise FileNotFoundError(errno.ENOENT, "no such object", what)
+            try:
+                self._copy(src, dst, key, int(head["ContentLength"]))
+            except ClientError as exc:
+                # A concurrent move may have taken the source between head and copy.
+                if _is_not_found(exc) and self._head(dst, key) is not None:
+                    return
+                raise
+            self._client.delete_object(Bucket=src, Key=key)
+
+    def _copy(self, src: str, dst: str, key: str, size: int) -> None:
+        source = {"Bucket": src, "Key": key}
+        if size <= MAX_COPY_SIZE:
+            self._client.copy_object(Bucket=dst, Key=key, CopySource=source)
+            return
+        config = TransferConfig(
+            multipart_threshold=MAX_COPY_SIZE, multipart_chunksize=COPY_CHUNK_SIZE
+        )
+        self._client.copy(source, dst, key, Config=config)
+
+    def delete(self, bucket: str, key: str) -> None:
+        with _translate(f"{bucket}/{key}"):
+            self._client.delete_object(Bucket=self._name(bucket), Key=key)
+
+    def list_keys(self, bucket: str) -> Iterator[str]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        with _translate(f"bucket {bucket}"):
+            for page in paginator.paginate(Bucket=self._name(bucket)):
+                for item in page.get("Contents", ()):
+                    yield item["Key"]
+
+    def cleanup_incomplete(self) -> int:
+        cutoff = time.time() - self._incomplete_min_age
+        removed = 0
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        for name in dict.fromkeys(self._names.values()):
+            with _translate(f"bucket {name}"):
+                for page in paginator.paginate(Bucket=name):
+                    for upload in page.get("Uploads", ()):
+                        if upload["Initiated"].timestamp() <= cutoff:
+                            removed += self._abort_upload(name, upload["Key"], upload["UploadId"])
+        if removed:
+            logger.info("aborted %d incomplete multipart upload(s)", removed)
+        return removed
+
+    def _abort_upload(self, name: str, key: str, upload_id: str) -> int:
+        try:
+            self._client.abort_multipart_upload(Bucket=name, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if _code(exc) == "NoSuchUpload":
+                return 0
+            raise
+        return 1
+
+    def signed_url(self, bucket: str, key: str, expires_in: int) -> str:
+        return cast(
+            str,
+            self._client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self._name(bucket), "Key": key},
+                ExpiresIn=min(expires_in, MAX_URL_EXPIRY),
+            ),
+        )
+
+    def check(self) -> None:
+        for name in dict.fromkeys(self._names.values()):
+            try:
+                with _translate(f"bucket {name}"):
+                    self._client.head_bucket(Bucket=name)
+            except ClientError as exc:
+                raise StorageUnavailable(f"S3 bucket {name}: {_code(exc)}") from exc
+            except FileNotFoundError as exc:
+                raise StorageUnavailable(f"S3 bucket {name} is missing") from exc
+
+    def close(self) -> None:
+        self._client.close()
