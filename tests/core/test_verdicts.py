@@ -1,0 +1,92 @@
+import json
+
+import pytest
+
+from bus import Message
+from core.consumer import MalformedMessage
+from core.settings import Settings
+from core.verdicts import VerdictHandler
+from db import Database, utcnow
+from storage.localdisk import LocalDiskStorage
+from tests.db.test_database import _announce, _row
+
+
+@pytest.fixture
+def handler(tmp_path, database: Database) -> VerdictHandler:  # type: ignore[no-untyped-def]
+    settings = Settings.from_env({"WORKDIR": str(tmp_path)})
+    storage = LocalDiskStorage(settings)
+    writer = storage.open_writer("quarantine", "obj-1")
+    writer.write(b"payload")
+    writer.commit()
+    database.record_upload(_row("r1", object_key="obj-1"), utcnow(), [_announce("r1")])
+    database.claim_outbox(100)  # the announcement went out already
+    return VerdictHandler(settings, storage, database)
+
+
+def _outbox_topics(database: Database) -> list[str]:
+    return [row.topic for row in database.claim_outbox(100)]
+
+
+def test_success_promotes_and_announces_available(handler: VerdictHandler) -> None:
+    handler({"request_id": "r1", "validation": "success", "id": 42})
+    assert handler.storage.exists("perm", "obj-1") and not handler.storage.exists("quarantine", "obj-1")
+    rows = handler.database.claim_outbox(100)
+    available = [json.loads(r.value) for r in rows if r.topic == "platform.upload.available"]
+    assert available[0]["id"] == 42 and available[0]["checksums"]["sha256"] == "ab" * 32
+    assert "/perm/" in available[0]["url"]
+    # redelivery changes nothing and publishes nothing
+    handler({"request_id": "r1", "validation": "success", "id": 42})
+    handler({"request_id": "r1", "validation": "failure"})
+    assert _outbox_topics(handler.database) == []
+    assert handler.database.get_upload("r1")["status"] == "validated"
+
+
+def test_failure_rejects(handler: VerdictHandler) -> None:
+    handler({"request_id": "r1", "validation": "failure", "reason": "bad"})
+    assert handler.storage.exists("reject", "obj-1")
+    upload = handler.database.get_upload("r1")
+    assert upload["status"] == "rejected" and upload["reason"] == "bad"
+    assert _outbox_topics(handler.database) == ["platform.payload-status"]
+
+
+def test_handoff_leaves_object_then_final_verdict(handler: VerdictHandler) -> None:
+    handler({"request_id": "r1", "validation": "handoff"})
+    assert handler.storage.exists("quarantine", "obj-1")
+    handler({"request_id": "r1", "validation": "handoff"})
+    handler({"request_id": "r1", "validation": "success"})
+    assert handler.database.get_upload("r1")["status"] == "validated"
+
+
+def test_crash_between_move_and_record_is_repaired_by_redelivery(handler: VerdictHandler) -> None:
+    handler.storage.move("quarantine", "perm", "obj-1")  # the move happened, the record did not
+    handler({"request_id": "r1", "validation": "success"})
+    assert handler.database.get_upload("r1")["status"] == "validated"
+
+
+@pytest.mark.parametrize("message", [
+    {}, {"request_id": "r1"}, {"request_id": "r1", "validation": "maybe"},
+    {"request_id": 5, "validation": "success"}, {"request_id": "x" * 65, "validation": "success"},
+])
+def test_malformed_verdicts_are_rejected_as_malformed(handler: VerdictHandler, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(MalformedMessage):
+        handler(message)
+    assert handler.database.get_upload("r1")["status"] == "stored"
+
+
+def test_unknown_request_is_skipped(handler: VerdictHandler) -> None:
+    handler({"request_id": "nobody", "validation": "success"})
+    assert _outbox_topics(handler.database) == []
+
+
+def test_missing_object_rejects_instead_of_looping(handler: VerdictHandler) -> None:
+    handler.storage.delete("quarantine", "obj-1")
+    handler({"request_id": "r1", "validation": "success"})
+    upload = handler.database.get_upload("r1")
+    assert upload["status"] == "rejected" and "missing" in upload["reason"]
+
+
+def test_consumer_loop_decodes_and_skips_junk() -> None:
+    from core.consumer import decode
+    for raw in (b"\xff\xfe", b"[1,2]", b"not json", b""):
+        with pytest.raises(MalformedMessage):
+            decode(Message("t", None, raw, 0, 0))
