@@ -92,14 +92,21 @@ class Runtime:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
-            await asyncio.wait_for(self._drain(), GRACE_SECONDS)
+            try:
+                await asyncio.wait_for(self._drain(), GRACE_SECONDS)
+            except asyncio.TimeoutError:
+                logger.warning("%d uploads still in flight after %.0fs; closing them",
+                               self.services.inflight, GRACE_SECONDS)
         for stop in reversed(self.stoppers):
             stop()
         self.services.close()
 
     async def _drain(self) -> None:
-        # in-flight requests finish; their connections close when done
+        """Let in-flight uploads finish (new connections are refused already), then
+        close what is left (idle keep-alive connections)."""
         assert self.server is not None
+        while self.services.inflight > 0:
+            await asyncio.sleep(0.05)
         await self.server.close_all_connections()
 
 
@@ -118,11 +125,9 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    logger.info("stopping: finishing in-flight work")
-    try:
-        await runtime.stop()
-    except asyncio.TimeoutError:
-        logger.warning("in-flight uploads did not finish within %.0fs", GRACE_SECONDS)
+    logger.info("stopping: finishing %d in-flight uploads", services.inflight)
+    await runtime.stop()
+    logger.info("stopped")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ class Services:
         self.relay = OutboxRelay(database, bus)
         self.ingestor = Ingestor(settings, storage, database, self.executor, self.relay.wake)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.inflight = 0  # uploads being received; a graceful stop waits for them
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":

@@ -1,6 +1,8 @@
 """The whole loop on embedded defaults: localdisk, the embedded bus, SQLite."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from core.settings import Settings
@@ -46,3 +48,38 @@ def test_upload_survives_restart_before_announcement(embedded_env: dict[str, str
         assert wait_for(lambda: gateway.status(answer["request_id"])["status"] == "available", 30)
     finally:
         assert gateway.stop() == 0
+
+
+def test_sigterm_finishes_inflight_upload_and_exits_zero(embedded_env: dict[str, str]) -> None:
+    """SIGTERM during a slow upload: the upload still gets its 202, new connections are
+    refused, the outbox is flushed, and the process exits 0."""
+    import http.client
+    import signal
+    import time
+
+    from tests.helpers import multipart
+
+    gateway = Gateway(embedded_env, ["gateway"]).start()
+    body, ctype = multipart(b"s" * 300_000)
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
+    connection.putrequest("POST", "/api/v1/upload")
+    connection.putheader("Content-Type", ctype)
+    connection.putheader("Content-Length", str(len(body)))
+    connection.endheaders()
+    connection.send(body[:1000])
+    time.sleep(0.3)
+    assert gateway.process is not None
+    gateway.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    for start in range(1000, len(body), 50_000):
+        connection.send(body[start:start + 50_000])
+        time.sleep(0.05)
+    response = connection.getresponse()
+    assert response.status == 202, response.read()
+    request_id = json.loads(response.read())["request_id"]
+    assert gateway.process.wait(30) == 0
+    restarted = Gateway({**embedded_env, "LISTEN_PORT": str(gateway.port)}, ["gateway"]).start()
+    try:
+        assert restarted.status(request_id)["status"] == "announced"
+    finally:
+        assert restarted.stop() == 0

@@ -40,6 +40,16 @@ class UploadHandler(ApiHandler):
         self.body_bytes = 0
         self.failed = False
         self.service = "unknown"
+        self.counted = True
+        services.inflight += 1
+
+    def _uncount(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.services.inflight -= 1
+
+    def on_finish(self) -> None:
+        self._uncount()
 
     async def prepare(self) -> None:
         settings = self.services.settings
@@ -118,6 +128,7 @@ class UploadHandler(ApiHandler):
 
     def on_connection_close(self) -> None:
         super().on_connection_close()
+        self._uncount()
         if self.writer is not None and not self._finished:
             logger.info("request_id=%s client went away mid-upload", self.request_id)
             self.failed = True
