@@ -22,7 +22,7 @@ from tornado.httpserver import HTTPServer
 from core.consumer import ConsumerLoop
 from core.services import Services
 from core.settings import Settings, SettingsError
-from core.verdicts import VALIDATION_TOPIC, VerdictHandler
+from core.verdicts import VALIDATION_TOPIC, TimeoutSweeper, VerdictHandler
 from upload.app import make_app
 from validators.testareno import make_test_validator
 
@@ -70,7 +70,9 @@ class Runtime:
                                   self.services.relay.wake)
         loop = ConsumerLoop(self.services.bus, "upload-gateway", [VALIDATION_TOPIC], verdicts)
         loop.start()
-        self.stoppers.append(loop.stop)
+        sweeper = TimeoutSweeper(verdicts, settings.validation_timeout)
+        sweeper.start()
+        self.stoppers += [loop.stop, sweeper.stop]
         self.services.spawn(self._cleanup())
         logger.info("gateway listening on port %d (storage %s, bus %s)", settings.listen_port,
                     settings.storage_driver, "kafka" if settings.kafka_servers else "embedded")

@@ -11,8 +11,10 @@ redelivered verdict changes nothing. An unknown request_id is logged, counted, s
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import threading
 import time
 from typing import Any, Callable
 
@@ -20,7 +22,7 @@ from bus import Message
 from core import metrics
 from core.consumer import MalformedMessage
 from core.settings import Settings
-from db import OPEN_FOR_VERDICT, VERDICT_STATUS, Database, OutboxItem, as_utc
+from db import OPEN_FOR_VERDICT, VERDICT_STATUS, Database, OutboxItem, as_utc, utcnow
 from storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -119,3 +121,43 @@ class VerdictHandler:
         logger.info("request_id=%s verdict %s (%s)%s", request_id, verdict, result,
                     f": {reason}" if reason else "")
         self._on_recorded()
+
+
+class TimeoutSweeper:
+    """Rejects, with reason ``timeout``, payloads that got no verdict within
+    ``VALIDATION_TIMEOUT`` seconds (handed-off payloads belong to their validator and are
+    left alone). It goes through the verdict path, so a verdict arriving later is a
+    duplicate: logged and ignored."""
+
+    def __init__(self, handler: VerdictHandler, timeout: int) -> None:
+        self.handler = handler
+        self.timeout = timeout
+        self.interval = max(0.5, min(60.0, timeout / 4))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="timeout-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - try again next round
+                logger.exception("timeout sweep failed")
+
+    def sweep(self) -> int:
+        cutoff = utcnow() - dt.timedelta(seconds=self.timeout)
+        overdue = self.handler.database.overdue(cutoff)
+        for request_id in overdue:
+            logger.warning("request_id=%s no verdict within %ds; rejecting", request_id,
+                           self.timeout)
+            self.handler({"request_id": request_id, "validation": "failure",
+                          "reason": "timeout"})
+        return len(overdue)

@@ -173,6 +173,18 @@ class Database:
                 known.update(conn.execute(query).scalars())
         return known
 
+    def overdue(self, older_than: dt.datetime, limit: int = 500) -> list[str]:
+        """Request ids still waiting for a first verdict since before ``older_than``."""
+        query = (
+            select(uploads.c.request_id)
+            .where(uploads.c.status.in_(("stored", "announced")))
+            .where(uploads.c.created_at < older_than)
+            .order_by(uploads.c.created_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
     def record_status(self, request_id: str, status: str, message: str | None = None) -> bool:
         """Record a non-verdict status (announced, available). False if already recorded."""
         with self.engine.begin() as conn:

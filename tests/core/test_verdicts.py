@@ -90,3 +90,20 @@ def test_consumer_loop_decodes_and_skips_junk() -> None:
     for raw in (b"\xff\xfe", b"[1,2]", b"not json", b""):
         with pytest.raises(MalformedMessage):
             decode(Message("t", None, raw, 0, 0))
+
+
+def test_timeout_sweeper_rejects_overdue_and_ignores_late_verdict(handler: VerdictHandler) -> None:
+    import time
+
+    from core.verdicts import TimeoutSweeper
+
+    sweeper = TimeoutSweeper(handler, timeout=1)
+    assert sweeper.sweep() == 0
+    time.sleep(1.1)
+    assert sweeper.sweep() == 1
+    upload = handler.database.get_upload("r1")
+    assert upload["status"] == "rejected" and upload["reason"] == "timeout"
+    assert handler.storage.exists("reject", "obj-1")
+    handler({"request_id": "r1", "validation": "success"})  # too late
+    assert handler.database.get_upload("r1")["status"] == "rejected"
+    assert sweeper.sweep() == 0
