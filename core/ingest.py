@@ -190,6 +190,8 @@ class Ingestor:
             )
             raise
         metrics.UPLOAD_BYTES.labels(payload.service).inc(writer.size)
+        metrics.STAGE_SECONDS.labels("store").observe(
+            (utcnow() - payload.received_at).total_seconds())
         logger.info("request_id=%s stored %d bytes for %s (sha256 %s)", payload.request_id,
                     writer.size, payload.service, checksums["sha256"])
         self._on_recorded()

@@ -21,5 +21,5 @@ OUTBOX_DEPTH = Gauge("upload_outbox_depth", "Messages recorded but not yet deliv
 OUTBOX_DELIVERED = Counter("upload_outbox_delivered_total", "Outbox messages delivered", ["topic"])
 OUTBOX_FAILURES = Counter("upload_outbox_send_failures_total", "Outbox batches that failed")
 CONSUMER_LAG = Gauge(
-    "bus_consumer_lag_seconds", "Age of the last message a consumer handled", ["group"]
+    "bus_consumer_lag_seconds", "Age of the upload behind the last message a consumer handled", ["group"]
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Sequence
 
 from bus import Bus, BusUnavailable, OutMessage, Producer
@@ -36,6 +37,7 @@ class OutboxRelay:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._depth_at = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -73,9 +75,10 @@ class OutboxRelay:
         """Send one batch; returns how many messages were delivered."""
         rows = self.database.claim_outbox(BATCH)
         if not rows:
-            metrics.OUTBOX_DEPTH.set(0)
+            self._report_depth()
             return 0
         messages = [OutMessage(r.topic, r.key, r.value) for r in rows]
+        started = time.monotonic()
         try:
             acked = producer.send(messages, self.send_timeout)
         except BusUnavailable as exc:
@@ -83,14 +86,18 @@ class OutboxRelay:
             error = str(exc)
         else:
             error = "not acknowledged in time"
+        metrics.STAGE_SECONDS.labels("relay_send").observe(time.monotonic() - started)
         sent = [row for row, ok in zip(rows, acked) if ok]
         failed = [row for row, ok in zip(rows, acked) if not ok]
         self.database.outbox_sent(sent)
+        self._report_depth()
         for row in sent:
             metrics.OUTBOX_DELIVERED.labels(row.topic).inc()
             logger.debug("request_id=%s delivered to %s", row.request_id, row.topic)
         if failed:
             self._retry_later(failed, error)
+            self._depth_at = 0.0
+            self._report_depth()
         return len(sent)
 
     def _retry_later(self, failed: Sequence[OutboxRow], error: str) -> None:
@@ -99,5 +106,11 @@ class OutboxRelay:
         logger.warning("bus did not take %d messages (%s); retrying in %.1fs",
                        len(failed), error, delay)
         self.database.outbox_retry_later(failed, delay, error)
-        metrics.OUTBOX_DEPTH.set(self.database.outbox_depth())
+
+    def _report_depth(self) -> None:
+        """Count the outbox at most once a second: the count is a table scan."""
+        now = time.monotonic()
+        if now - self._depth_at >= 1.0:
+            self._depth_at = now
+            metrics.OUTBOX_DEPTH.set(self.database.outbox_depth())
 

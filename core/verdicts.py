@@ -118,6 +118,9 @@ class VerdictHandler:
         result = self.database.apply_verdict(request_id, verdict, reason, details, messages)
         metrics.VERDICTS.labels(upload["service"], verdict if result == "applied" else result).inc()
         metrics.STAGE_SECONDS.labels("verdict").observe(time.monotonic() - started)
+        waited = (utcnow() - as_utc(upload["created_at"])).total_seconds()
+        metrics.STAGE_SECONDS.labels("upload_to_verdict").observe(waited)
+        metrics.CONSUMER_LAG.labels("upload-gateway").set(waited)
         logger.info("request_id=%s verdict %s (%s)%s", request_id, verdict, result,
                     f": {reason}" if reason else "")
         self._on_recorded()
