@@ -227,6 +227,12 @@ class Database:
 
     # outbox ------------------------------------------------------------------------------
 
+    def enqueue(self, messages: Sequence[OutboxItem]) -> None:
+        """Record messages in the outbox in a transaction of their own (the watcher's
+        early ``sdc_asset_transfer_file_created``)."""
+        with self.engine.begin() as conn:
+            self._enqueue(conn, messages)
+
     def claim_outbox(self, limit: int, lease_seconds: float = 30.0) -> list[OutboxRow]:
         """Lease up to ``limit`` unsent messages, oldest first, to this caller. A lease that
         runs out (the relay died) makes them claimable again: at least once."""
