@@ -23,3 +23,14 @@ OUTBOX_FAILURES = Counter("upload_outbox_send_failures_total", "Outbox batches t
 CONSUMER_LAG = Gauge(
     "bus_consumer_lag_seconds", "Age of the upload behind the last message a consumer handled", ["group"]
 )
+WATCHER_BACKLOG = Gauge(
+    "watcher_backlog_files", "Files found in WATCH_DIR and not yet ingested, moved or failed"
+)
+WATCHER_FILES = Counter(
+    "watcher_files_total", "Files the watcher finished, by outcome (ingested, duplicate, failed)",
+    ["outcome"],
+)
+WATCHER_FAILURES = Counter("watcher_failures_total", "Files moved to Failed/, by reason", ["reason"])
+WATCHER_RATE = Gauge(
+    "watcher_throughput_files_per_second", "Files finished per second over the last few seconds"
+)
