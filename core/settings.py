@@ -59,6 +59,22 @@ def _list(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+DEFAULT_WATCH_RULES = "*.obj=assets/obj:gzip,*.obj.gz=assets/obj:gunzip:gzip"
+
+
+def _watch_rules(env: Mapping[str, str], services: tuple[str, ...], check: bool) -> str:
+    """WATCH_RULES, parsed when the watcher will run (see watcher.rules)."""
+    raw = env.get("WATCH_RULES") or DEFAULT_WATCH_RULES
+    if check:
+        from watcher.rules import RuleError, parse_rules  # lazy: watcher imports settings
+
+        try:
+            parse_rules(raw, services)
+        except RuleError as exc:
+            raise SettingsError(f"WATCH_RULES: {exc}") from None
+    return raw
+
+
 def _signing_key(env: Mapping[str, str], workdir: Path) -> bytes:
     """URL_SIGNING_KEY, or a random key kept under WORKDIR so that every process of
     one machine (gateway, validators) agrees on it."""
@@ -93,6 +109,13 @@ class Settings:
     valid_upload_types: tuple[str, ...] = ("advisor", "testareno", "assets")
     validation_timeout: int = 3600
     watch_dir: Path | None = None
+    watch_rules: str = DEFAULT_WATCH_RULES
+    watch_quiet_seconds: float = 2.0
+    watch_concurrency: int = 8
+    watch_max_ratio: float = 200.0
+    watch_max_members: int = 10000
+    gpg_home: Path | None = None
+    gpg_passphrase: str | None = field(default=None, repr=False)
     identity_required: bool = False
     url_expiry: int = 86400
     url_signing_key: bytes = field(default=b"", repr=False)
@@ -138,6 +161,14 @@ class Settings:
             valid_upload_types=_list(env, "VALID_UPLOAD_TYPES", "advisor,testareno,assets"),
             validation_timeout=_int(env, "VALIDATION_TIMEOUT", 3600, minimum=1),
             watch_dir=Path(watch_dir).resolve() if watch_dir else None,
+            watch_rules=_watch_rules(env, _list(env, "VALID_UPLOAD_TYPES",
+                                                "advisor,testareno,assets"), bool(watch_dir)),
+            watch_quiet_seconds=_float(env, "WATCH_QUIET_SECONDS", 2.0),
+            watch_concurrency=_int(env, "WATCH_CONCURRENCY", 8, minimum=1),
+            watch_max_ratio=_float(env, "WATCH_MAX_RATIO", 200.0),
+            watch_max_members=_int(env, "WATCH_MAX_MEMBERS", 10000, minimum=1),
+            gpg_home=Path(env["GPG_HOME"]).resolve() if env.get("GPG_HOME") else None,
+            gpg_passphrase=env.get("GPG_PASSPHRASE") or None,
             identity_required=_bool(env, "IDENTITY_REQUIRED", False),
             url_expiry=_int(env, "URL_EXPIRY", 86400, minimum=1),
             url_signing_key=_signing_key(env, workdir),
