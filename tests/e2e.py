@@ -86,7 +86,6 @@ def messages_for(consumer: Consumer, request_ids: set[str], timeout: float) -> I
         message = consumer.poll(0.2)
         if message is None:
             continue
-        consumer.commit(message)
         value = json.loads(message.value)
         if value.get("request_id") in request_ids:
             missing.discard(value["request_id"])
@@ -99,8 +98,8 @@ def check_round_trip(gateway: Gateway, settings: Settings, verdict: str) -> dict
     timeline. Returns the final status document."""
     bus = get_bus(settings)
     group = f"e2e-{time.monotonic_ns()}"
-    announcements = bus.consumer(group, ["platform.upload.testareno"])
-    available = bus.consumer(group, ["platform.upload.available"])
+    announcements = bus.consumer(group + "-announcements", ["platform.upload.testareno"])
+    available = bus.consumer(group + "-available", ["platform.upload.available"])
     data = os.urandom(1024 * 1024 + 17)
     try:
         code, answer = gateway.upload(data)
