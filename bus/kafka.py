@@ -1,0 +1,322 @@
+"""The Kafka bus (confluent-kafka / librdkafka). Selected by ``KAFKAMQ``, the bootstrap
+servers (``host:port[,host:port...]``).
+
+Producer: ``enable.idempotence=true``, ``acks=all``, ``linger.ms=5``; the message key is
+the partitioning key, so messages with one key keep their order. ``send`` produces every
+message with its own delivery callback and waits up to ``timeout`` for the
+acknowledgements; a background thread serves the callbacks, so several threads may share
+one producer. What is not acknowledged in time is reported False, but librdkafka keeps
+retrying it until ``message.timeout.ms`` (``message_timeout``, 10 s, the outbox relay's
+send timeout), so a message reported False may still be delivered later, and a resend can
+duplicate it: delivery is at least once and consumers dedupe. Keeping
+``message.timeout.ms`` no longer than the send timeout bounds that to about one stale
+copy per resend. A fatal producer error (idempotence state lost) recreates the producer.
+
+Consumer: ``group.id`` = group, ``enable.auto.commit=false``,
+``enable.auto.offset.store=false``, ``auto.offset.reset=earliest``,
+``allow.auto.create.topics=true``; ``commit`` commits offset+1 synchronously. A commit
+refused because this member left the group or lost the partition in a rebalance is
+dropped with a warning: the partition's new owner gets the message again. Other commit
+failures raise ``BusUnavailable`` (retry). ``poll`` skips error events (logged); a fatal
+one raises ``BusUnavailable``. A member that does not poll for ``max.poll.interval.ms``
+(5 min, librdkafka's default) is removed from the group.
+
+Timeouts and backoffs are short enough for loopback tests and sane in production:
+reconnect backoff 100 ms to 2 s, connection setup timeout 10 s, fetch wait 100 ms
+(consumer latency when a partition is idle), session timeout 10 s (``session_timeout``;
+brokers accept 6 s and more by default). A group member that closes leaves the group at
+once; one that dies holds its partitions until its session times out. The librdkafka mock
+cluster makes a member joining after a LeaveGroup wait for a session timeout too, so tests
+on the mock use a 1 s session.
+
+``create_topics`` uses the admin API with the brokers' default partition count and
+replication factor; an existing topic is success; any other failure (the librdkafka mock
+cluster has no CreateTopics) is logged and left to the brokers' auto-creation.
+``check`` lists topics within 3 s or raises ``BusUnavailable``.
+
+librdkafka's log lines go to the ``bus.kafka.librdkafka`` logger.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+from confluent_kafka import Consumer as KConsumer
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Producer as KProducer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bus import Bus, BusUnavailable, Consumer, Message, OutMessage, Producer
+from core.settings import Settings
+
+logger = logging.getLogger(__name__)
+# librdkafka's own log lines (connection failures repeat many times a second while the
+# brokers are down): a separate logger so that its level can be set on its own.
+librdkafka_logger = logging.getLogger(__name__ + ".librdkafka")
+
+MESSAGE_TIMEOUT = 10.0
+SESSION_TIMEOUT = 10.0
+CHECK_TIMEOUT = 3.0
+CREATE_TIMEOUT = 5.0
+CLOSE_FLUSH_TIMEOUT = 5.0
+
+COMMON_CONFIG: dict[str, Any] = {
+    "reconnect.backoff.ms": 100,
+    "reconnect.backoff.max.ms": 2000,
+    "socket.connection.setup.timeout.ms": 10000,
+    "retry.backoff.ms": 100,
+    "retry.backoff.max.ms": 1000,
+    "log.connection.close": False,  # brokers close idle connections: not news
+}
+# A rebalance took the partition (or the member) away: the new owner redelivers.
+LOST_OWNERSHIP = {
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError._ASSIGNMENT_LOST,
+    KafkaError.FENCED_INSTANCE_ID,
+}
+
+
+def _config(servers: str, **extra: Any) -> dict[str, Any]:
+    return {"bootstrap.servers": servers, "logger": librdkafka_logger, **COMMON_CONFIG, **extra}
+
+
+class KafkaBus(Bus):
+    def __init__(self, settings: Settings, message_timeout: float = MESSAGE_TIMEOUT,
+                 session_timeout: float = SESSION_TIMEOUT) -> None:
+        if not settings.kafka_servers:
+            raise ValueError("KafkaBus needs KAFKAMQ (settings.kafka_servers)")
+        self.servers = settings.kafka_servers
+        self.message_timeout = message_timeout
+        self.session_timeout = session_timeout
+        self.check_timeout = CHECK_TIMEOUT
+        self._admin: AdminClient | None = None
+        self._admin_lock = threading.Lock()
+
+    def producer(self) -> "KafkaProducer":
+        return KafkaProducer(self.servers, self.message_timeout)
+
+    def consumer(self, group: str, topics: Sequence[str]) -> "KafkaConsumer":
+        return KafkaConsumer(self.servers, group, topics, self.session_timeout)
+
+    def create_topics(self, topics: Sequence[str]) -> None:
+        if not topics:
+            return
+        admin = self._admin_client()
+        futures = admin.create_topics([NewTopic(t) for t in topics], request_timeout=CREATE_TIMEOUT)
+        for topic, future in futures.items():
+            try:
+                future.result(CREATE_TIMEOUT + 1)
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                logger.warning("could not create topic %s (%s); relying on auto-creation",
+                               topic, error.str())
+            except Exception as exc:  # noqa: BLE001 - e.g. the future's own timeout
+                logger.warning("could not create topic %s (%s); relying on auto-creation",
+                               topic, exc)
+        admin.poll(0)
+
+    def check(self) -> None:
+        admin = self._admin_client()
+        try:
+            admin.list_topics(timeout=self.check_timeout)
+        except KafkaException as exc:
+            raise BusUnavailable(f"Kafka at {self.servers}: {exc.args[0]}") from exc
+        finally:
+            admin.poll(0)  # forward librdkafka's queued log lines
+
+    def close(self) -> None:
+        with self._admin_lock:
+            self._admin = None
+
+    def _admin_client(self) -> AdminClient:
+        with self._admin_lock:
+            if self._admin is None:
+                self._admin = AdminClient(_config(self.servers))
+            return self._admin
+
+
+class _Batch:
+    """The delivery state of one ``send``: a result per message, set by callbacks."""
+
+    def __init__(self, size: int) -> None:
+        self.results = [False] * size
+        self._pending = size
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+        if size == 0:
+            self.done.set()
+
+    def callback(self, index: int) -> Callable[[KafkaError | None, Any], None]:
+        def on_delivery(error: KafkaError | None, _message: Any) -> None:
+            if error is not None:  # the caller reports the batch; one line per message is noise
+                logger.debug("delivery failed: %s", error.str())
+            with self._lock:
+                self.results[index] = error is None
+                self._pending -= 1
+                if self._pending == 0:
+                    self.done.set()
+        return on_delivery
+
+    def abandon(self, count: int) -> None:
+        """``count`` messages were never produced: they will get no callback."""
+        with self._lock:
+            self._pending -= count
+            if self._pending <= 0:
+                self.done.set()
+
+
+class KafkaProducer(Producer):
+    def __init__(self, servers: str, message_timeout: float) -> None:
+        self._config = _config(
+            servers, **{
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "message.timeout.ms": int(message_timeout * 1000),
+                "error_cb": self._on_error,
+            })
+        self._fatal = False
+        self._lock = threading.Lock()
+        self._producer = KProducer(self._config)
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._serve_callbacks, name="kafka-producer-poll",
+                                        daemon=True)
+        self._poller.start()
+
+    def send(self, messages: Sequence[OutMessage], timeout: float) -> list[bool]:
+        deadline = time.monotonic() + timeout
+        producer = self._current()
+        batch = _Batch(len(messages))
+        for index, message in enumerate(messages):
+            if not self._produce(producer, message, batch.callback(index), deadline):
+                batch.abandon(len(messages) - index)
+                break
+        batch.done.wait(max(0.0, deadline - time.monotonic()))
+        return list(batch.results)
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._poller.join()
+        left = self._producer.flush(CLOSE_FLUSH_TIMEOUT)
+        if left:
+            logger.warning("producer closed with %d messages not acknowledged", left)
+
+    def _produce(self, producer: KProducer, message: OutMessage,
+                 on_delivery: Callable[[KafkaError | None, Any], None], deadline: float) -> bool:
+        """Queue one message, waiting for room until ``deadline``; False if it was not."""
+        while True:
+            try:
+                producer.produce(message.topic, message.value, message.key, on_delivery=on_delivery)
+                return True
+            except BufferError:
+                if time.monotonic() >= deadline:
+                    logger.warning("producer queue full; message to %s not sent", message.topic)
+                    return False
+                time.sleep(0.01)
+            except KafkaException as exc:
+                raise BusUnavailable(f"Kafka: {exc.args[0]}") from exc
+
+    def _current(self) -> KProducer:
+        """The producer, recreated after a fatal error (its messages were failed already)."""
+        with self._lock:
+            if self._fatal:
+                old, self._producer = self._producer, KProducer(self._config)
+                self._fatal = False
+                old.flush(0)
+            return self._producer
+
+    def _serve_callbacks(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.1)
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            logger.error("fatal producer error, the producer will be recreated: %s", error.str())
+            self._fatal = True
+        elif error.code() == KafkaError._ALL_BROKERS_DOWN:
+            logger.warning("Kafka producer: %s", error.str())
+        else:
+            logger.info("Kafka producer: %s", error.str())
+
+
+class KafkaConsumer(Consumer):
+    def __init__(self, servers: str, group: str, topics: Sequence[str],
+                 session_timeout: float) -> None:
+        self.group = group
+        session_ms = int(session_timeout * 1000)
+        self._consumer = KConsumer(_config(
+            servers, **{
+                "group.id": group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "allow.auto.create.topics": True,
+                "session.timeout.ms": session_ms,
+                "heartbeat.interval.ms": max(100, session_ms // 5),
+                "fetch.wait.max.ms": 100,
+            }))
+        self._consumer.subscribe(list(topics))
+        self._closed = False
+
+    def poll(self, timeout: float) -> Message | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                event = self._consumer.poll(remaining)
+            except KafkaException as exc:
+                raise BusUnavailable(f"Kafka: {exc.args[0]}") from exc
+            if event is None:
+                return None
+            error = event.error()
+            if error is None:
+                return _message(event)
+            if error.fatal():
+                raise BusUnavailable(f"Kafka consumer: {error.str()}")
+            eof = error.code() == KafkaError._PARTITION_EOF
+            logger.log(logging.DEBUG if eof else logging.WARNING, "group %s: %s",
+                       self.group, error.str())
+            if remaining <= 0:
+                return None
+
+    def commit(self, message: Message) -> None:
+        offset = TopicPartition(message.topic, message.partition, message.offset + 1)
+        try:
+            results = self._consumer.commit(offsets=[offset], asynchronous=False)
+        except KafkaException as exc:
+            self._commit_failed(message, exc.args[0])
+            return
+        for result in results or []:
+            if result.error is not None:
+                self._commit_failed(message, result.error)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._consumer.close()
+
+    def _commit_failed(self, message: Message, error: KafkaError) -> None:
+        if error.code() in LOST_OWNERSHIP:
+            logger.warning("group %s: commit of %s[%d]@%d dropped, partition reassigned (%s)",
+                           self.group, message.topic, message.partition, message.offset,
+                           error.str())
+            return
+        raise BusUnavailable(f"Kafka commit: {error.str()}")
+
+
+def _message(event: Any) -> Message:
+    key = event.key()
+    return Message(
+        topic=event.topic(),
+        key=key.decode("utf-8", "replace") if key is not None else None,
+        value=event.value() or b"",
+        partition=event.partition(),
+        offset=event.offset(),
+    )

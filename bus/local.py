@@ -1,0 +1,333 @@
+"""The embedded bus: an append-only log in one SQLite file, ``settings.bus_path``
+(``WORKDIR/bus.sqlite``), shared by the processes of one machine.
+
+Durability: WAL journal, ``synchronous=FULL``; ``send`` returns only after its
+transaction committed, so an acknowledged message survives a crash. SQLite errors
+(disk I/O, database locked longer than the busy timeout) become ``BusUnavailable``.
+
+Layout: ``messages(id, topic, key, value, ts)``: one partition (0) per topic, the offset
+is the row id (ids grow across topics, so offsets of one topic have gaps).
+``offsets(group, topic, committed_id)``: the last id a group has finished, per topic; a
+commit never moves it backwards. ``leases(group, topic, owner, expires)``: see below.
+Topics exist implicitly; ``create_topics`` does nothing.
+
+Consumer groups: at most one member of a group reads a topic at a time. A member holds a
+lease row per topic, renewed by its ``poll`` and ``commit`` (expiry ``lease_seconds``,
+10 s); other members of the group get nothing from that topic until the holder closes
+(which releases the lease) or stops polling for longer than the lease. A member whose
+lease was taken over drops what it had fetched and resumes from the committed offset when
+it gets the lease back. A handler that runs longer than the lease between two polls
+may therefore see its message handled again by another member: at least once, and
+consumers dedupe. Lease expiry uses the wall clock shared by the processes.
+
+Latency: an idle ``poll`` checks the log every 2 ms, backing off to every 20 ms; the
+backoff resets when a message arrives, so a message is seen within about 20 ms of its
+commit. Rows are fetched 100 at a time. One SQLite connection per thread and per object.
+
+Limits: no retention; the log grows until the file is removed. All processes must be on
+one machine with a local file system (WAL needs shared memory).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+from bus import Bus, BusUnavailable, Consumer, Message, OutMessage, Producer
+from core.settings import Settings
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BUSY_TIMEOUT = 5.0
+LEASE_SECONDS = 10.0
+FETCH_BATCH = 100
+MIN_IDLE_SLEEP = 0.002
+MAX_IDLE_SLEEP = 0.020
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    key TEXT,
+    value BLOB NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_topic_id ON messages (topic, id);
+CREATE TABLE IF NOT EXISTS offsets (
+    "group" TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    committed_id INTEGER NOT NULL,
+    PRIMARY KEY ("group", topic)
+);
+CREATE TABLE IF NOT EXISTS leases (
+    "group" TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY ("group", topic)
+);
+"""
+
+
+class _Connections:
+    """One connection per thread, all closed by ``close``. Connections are never used
+    by two threads; ``check_same_thread`` is off only so that ``close`` may run anywhere."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def get(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise RuntimeError("bus connection used after close")
+            conn = _connect(self.path)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA synchronous=FULL")
+    except sqlite3.OperationalError as exc:
+        raise BusUnavailable(f"cannot open {path}: {exc}") from exc
+    return conn
+
+
+Statement = tuple[str, Sequence[object]]
+
+
+def _in_write_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``work`` in one write transaction (BEGIN IMMEDIATE: no lock upgrade deadlock)."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.OperationalError as exc:
+        raise BusUnavailable(f"local bus: {exc}") from exc
+    return result
+
+
+def _write(conn: sqlite3.Connection, statements: Sequence[Statement]) -> list[int]:
+    """Run ``statements`` in one write transaction; returns each one's row count."""
+    return _in_write_transaction(
+        conn, lambda c: [c.execute(sql, params).rowcount for sql, params in statements])
+
+
+def _read_one(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> tuple | None:
+    try:
+        row: tuple | None = conn.execute(sql, params).fetchone()
+    except sqlite3.OperationalError as exc:
+        raise BusUnavailable(f"local bus: {exc}") from exc
+    return row
+
+
+class LocalBus(Bus):
+    def __init__(self, settings: Settings, lease_seconds: float = LEASE_SECONDS) -> None:
+        self.path = settings.bus_path
+        self.lease_seconds = lease_seconds
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conns = _Connections(self.path)
+        conn = self._conns.get()
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+        except sqlite3.OperationalError as exc:
+            raise BusUnavailable(f"cannot prepare {self.path}: {exc}") from exc
+
+    def producer(self) -> "LocalProducer":
+        return LocalProducer(self.path)
+
+    def consumer(self, group: str, topics: Sequence[str]) -> "LocalConsumer":
+        return LocalConsumer(self.path, group, topics, self.lease_seconds)
+
+    def create_topics(self, topics: Sequence[str]) -> None:
+        """Topics exist implicitly."""
+
+    def check(self) -> None:
+        try:
+            self._conns.get().execute("SELECT max(id) FROM messages").fetchone()
+        except sqlite3.OperationalError as exc:
+            raise BusUnavailable(f"local bus: {exc}") from exc
+
+    def close(self) -> None:
+        self._conns.close()
+
+
+class LocalProducer(Producer):
+    def __init__(self, path: Path) -> None:
+        self._conns = _Connections(path)
+
+    def send(self, messages: Sequence[OutMessage], timeout: float) -> list[bool]:
+        """Append every message in one transaction: all acknowledged, or BusUnavailable."""
+        if not messages:
+            return []
+        conn = self._conns.get()
+        conn.execute(f"PRAGMA busy_timeout={max(1, int(timeout * 1000))}")
+        now = time.time()
+        rows = [(m.topic, m.key, bytes(m.value), now) for m in messages]
+        sql = "INSERT INTO messages (topic, key, value, ts) VALUES (?, ?, ?, ?)"
+        _in_write_transaction(conn, lambda c: c.executemany(sql, rows))
+        return [True] * len(messages)
+
+    def close(self) -> None:
+        self._conns.close()
+
+
+class LocalConsumer(Consumer):
+    def __init__(self, path: Path, group: str, topics: Sequence[str], lease_seconds: float) -> None:
+        self.group = group
+        self.topics = list(dict.fromkeys(topics))
+        self.owner = uuid.uuid4().hex
+        self.lease_seconds = lease_seconds
+        self._conns = _Connections(path)
+        self._leases: dict[str, float] = {}  # topic -> expiry of the lease we hold
+        self._position: dict[str, int] = {}  # topic -> last id returned
+        self._buffer: deque[Message] = deque()
+        self._idle_sleep = MIN_IDLE_SLEEP
+
+    def poll(self, timeout: float) -> Message | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self._next()
+            if message is not None:
+                self._idle_sleep = MIN_IDLE_SLEEP
+                return message
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            time.sleep(min(self._idle_sleep, remaining))
+            self._idle_sleep = min(self._idle_sleep * 2, MAX_IDLE_SLEEP)
+
+    def commit(self, message: Message) -> None:
+        now = time.time()
+        statements: list[Statement] = [(
+            'INSERT INTO offsets ("group", topic, committed_id) VALUES (?, ?, ?) '
+            'ON CONFLICT ("group", topic) DO UPDATE '
+            "SET committed_id = max(committed_id, excluded.committed_id)",
+            (self.group, message.topic, message.offset),
+        )]
+        if message.topic in self._leases:
+            statements.append(self._renew_statement(message.topic, now))
+        counts = _write(self._conns.get(), statements)
+        if message.topic in self._leases:
+            self._after_renew(message.topic, now, counts[-1])
+
+    def close(self) -> None:
+        if self._leases:
+            held = list(self._leases)
+            self._leases.clear()
+            sql = 'DELETE FROM leases WHERE "group" = ? AND topic = ? AND owner = ?'
+            try:
+                _write(self._conns.get(), [(sql, (self.group, t, self.owner)) for t in held])
+            except BusUnavailable as exc:
+                logger.warning("group %s: could not release leases (%s); they expire",
+                               self.group, exc)
+        self._buffer.clear()
+        self._conns.close()
+
+    def _next(self) -> Message | None:
+        """The next buffered message of a topic whose lease we hold, fetching when empty."""
+        self._hold_leases()
+        if not self._buffer:
+            self._fetch()
+        while self._buffer:
+            message = self._buffer.popleft()
+            if message.topic in self._leases:
+                self._position[message.topic] = message.offset
+                return message
+        return None
+
+    def _fetch(self) -> None:
+        if not self._leases:
+            return
+        conn = self._conns.get()
+        sql = ("SELECT id, topic, key, value FROM messages WHERE topic = ? AND id > ? "
+               "ORDER BY id LIMIT ?")
+        rows: list[tuple[int, str, str | None, bytes]] = []
+        try:
+            conn.execute("BEGIN")  # one snapshot for every topic
+            try:
+                for topic in self._leases:
+                    rows.extend(conn.execute(sql, (topic, self._position[topic], FETCH_BATCH)))
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            raise BusUnavailable(f"local bus: {exc}") from exc
+        rows.sort()
+        self._buffer.extend(Message(t, k, bytes(v), 0, i) for i, t, k, v in rows)
+
+    def _hold_leases(self) -> None:
+        """Renew the leases that are half spent and try to take those we lack."""
+        now = time.time()
+        for topic in self.topics:
+            expires = self._leases.get(topic)
+            if expires is None:
+                self._try_acquire(topic, now)
+            elif expires - now < self.lease_seconds / 2:
+                count = _write(self._conns.get(), [self._renew_statement(topic, now)])[0]
+                self._after_renew(topic, now, count)
+
+    def _renew_statement(self, topic: str, now: float) -> Statement:
+        return ('UPDATE leases SET expires = ? WHERE "group" = ? AND topic = ? AND owner = ?',
+                (now + self.lease_seconds, self.group, topic, self.owner))
+
+    def _after_renew(self, topic: str, now: float, count: int) -> None:
+        if count:
+            self._leases[topic] = now + self.lease_seconds
+        else:
+            logger.warning("group %s: lease on %s was taken over; dropping what was fetched",
+                           self.group, topic)
+            self._leases.pop(topic, None)
+
+    def _try_acquire(self, topic: str, now: float) -> None:
+        conn = self._conns.get()
+        row = _read_one(conn, 'SELECT owner, expires FROM leases WHERE "group" = ? AND topic = ?',
+                        (self.group, topic))
+        if row is not None and row[0] != self.owner and row[1] >= now:
+            return  # another member holds it; checking is a cheap read
+        counts = _write(conn, [(
+            'INSERT INTO leases ("group", topic, owner, expires) VALUES (?, ?, ?, ?) '
+            'ON CONFLICT ("group", topic) DO UPDATE SET owner = excluded.owner, '
+            "expires = excluded.expires WHERE leases.owner = excluded.owner OR leases.expires < ?",
+            (self.group, topic, self.owner, now + self.lease_seconds, now),
+        )])
+        if counts[0]:
+            self._leases[topic] = now + self.lease_seconds
+            self._position[topic] = self._committed(topic)
+            self._buffer = deque(m for m in self._buffer if m.topic != topic)
+            logger.debug("group %s: took the lease on %s at offset %d", self.group, topic,
+                         self._position[topic])
+
+    def _committed(self, topic: str) -> int:
+        row = _read_one(self._conns.get(),
+                        'SELECT committed_id FROM offsets WHERE "group" = ? AND topic = ?',
+                        (self.group, topic))
+        return int(row[0]) if row else 0

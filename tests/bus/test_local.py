@@ -1,0 +1,154 @@
+"""The embedded SQLite bus: the contract, plus what only a shared file brings."""
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from bus import BusUnavailable, OutMessage, get_bus
+from bus.local import LocalBus
+from core.settings import Settings
+from tests.contracts.bus_contract import BusContract, consume, group_name, send_all, values
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PRODUCER_SCRIPT = """
+import sys
+from bus import OutMessage
+from bus.local import LocalBus
+from core.settings import Settings
+
+workdir, name = sys.argv[1], sys.argv[2]
+bus = LocalBus(Settings.from_env({"WORKDIR": workdir}))
+producer = bus.producer()
+for start in range(0, 500, 10):
+    batch = [OutMessage("shared", name, f"{name}-{i}".encode()) for i in range(start, start + 10)]
+    assert producer.send(batch, 10.0) == [True] * 10
+producer.close()
+bus.close()
+"""
+
+
+def local_settings(workdir: Path) -> Settings:
+    return Settings.from_env({"WORKDIR": str(workdir)})
+
+
+@pytest.fixture
+def bus(tmp_path: Path) -> Iterator[LocalBus]:
+    local = LocalBus(local_settings(tmp_path))
+    yield local
+    local.close()
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"topic-{uuid.uuid4().hex[:8]}"
+
+
+class TestLocalBusContract(BusContract):
+    pass
+
+
+def test_selected_without_kafkamq(tmp_path: Path) -> None:
+    selected = get_bus(local_settings(tmp_path))
+    assert isinstance(selected, LocalBus)
+    assert selected.path == tmp_path / "bus.sqlite"
+    selected.close()
+
+
+def test_two_processes_producing_at_once_lose_nothing(bus: LocalBus, tmp_path: Path) -> None:
+    procs = [subprocess.Popen([sys.executable, "-c", PRODUCER_SCRIPT, str(tmp_path), name],
+                              cwd=ROOT) for name in ("p1", "p2")]
+    assert [proc.wait(30) for proc in procs] == [0, 0]
+    received = consume(bus, group_name(), ["shared"], 1000, timeout=10)
+    assert len(received) == 1000
+    for name in ("p1", "p2"):
+        expected = [f"{name}-{i}".encode() for i in range(500)]
+        assert [m.value for m in received if m.key == name] == expected
+
+
+def test_survives_close_and_reopen(tmp_path: Path, topic: str) -> None:
+    first = LocalBus(local_settings(tmp_path))
+    send_all(first, [OutMessage(topic, "k", b"kept")])
+    group = group_name()
+    assert values(consume(first, group, [topic], 1, commit_upto=0)) == [b"kept"]
+    first.close()
+    second = LocalBus(local_settings(tmp_path))
+    assert values(consume(second, group, [topic], 1, commit_upto=1)) == [b"kept"]
+    send_all(second, [OutMessage(topic, "k", b"next")])
+    assert values(consume(second, group, [topic], 1)) == [b"next"]
+    second.close()
+
+
+def test_one_active_member_per_group(bus: LocalBus, topic: str) -> None:
+    group = group_name()
+    send_all(bus, [OutMessage(topic, "k", b"a"), OutMessage(topic, "k", b"b")])
+    first, second = bus.consumer(group, [topic]), bus.consumer(group, [topic])
+    assert first.poll(1.0).value == b"a"  # type: ignore[union-attr]
+    assert second.poll(0.3) is None
+    first.commit(first.poll(1.0))  # type: ignore[arg-type]
+    first.close()
+    assert second.poll(0.3) is None  # everything committed
+    send_all(bus, [OutMessage(topic, "k", b"c")])
+    assert second.poll(1.0).value == b"c"  # type: ignore[union-attr]
+    second.close()
+
+
+def test_lease_expires_when_member_stops_polling(tmp_path: Path, topic: str) -> None:
+    bus = LocalBus(local_settings(tmp_path), lease_seconds=0.3)
+    group = group_name()
+    send_all(bus, [OutMessage(topic, "k", b"a"), OutMessage(topic, "k", b"b")])
+    stuck, other = bus.consumer(group, [topic]), bus.consumer(group, [topic])
+    assert stuck.poll(1.0).value == b"a"  # type: ignore[union-attr]
+    started = time.monotonic()
+    assert other.poll(2.0).value == b"a"  # type: ignore[union-attr]
+    assert time.monotonic() - started >= 0.2
+    assert stuck.poll(0.2) is None  # its lease was taken over: what it fetched is dropped
+    stuck.close()
+    other.close()
+    bus.close()
+
+
+def test_send_raises_bus_unavailable_when_locked(bus: LocalBus, topic: str) -> None:
+    blocker = sqlite3.connect(bus.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    producer = bus.producer()
+    try:
+        started = time.monotonic()
+        with pytest.raises(BusUnavailable):
+            producer.send([OutMessage(topic, "k", b"x")], 0.2)
+        assert time.monotonic() - started < 2
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert producer.send([OutMessage(topic, "k", b"x")], 1.0) == [True]
+    producer.close()
+
+
+def test_idle_poll_sees_a_message_quickly(bus: LocalBus, topic: str) -> None:
+    consumer = bus.consumer(group_name(), [topic])
+    producer = bus.producer()
+    latencies: list[float] = []
+
+    def poll_loop() -> None:
+        while len(latencies) < 10:
+            message = consumer.poll(1.0)
+            if message is not None:
+                latencies.append(time.time() - float(message.value))
+    thread = threading.Thread(target=poll_loop)
+    thread.start()
+    for _ in range(10):
+        time.sleep(0.15)  # let the consumer back off to its slowest step
+        producer.send([OutMessage(topic, "k", repr(time.time()).encode())], 1.0)
+    thread.join(10)
+    producer.close()
+    consumer.close()
+    assert len(latencies) == 10
+    assert sorted(latencies)[-2] < 0.1, latencies
