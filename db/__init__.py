@@ -107,7 +107,8 @@ class Database:
         config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
         with self.engine.begin() as conn:
             config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+            # "heads": packages add migrations on branches of their own off 0001
+            command.upgrade(config, "heads")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -279,6 +280,11 @@ class Database:
                     last_error=error[:2000],
                 )
             )
+
+    def enqueue(self, conn: Connection, items: Sequence[OutboxItem]) -> None:
+        """Record ``items`` in the outbox as part of the caller's transaction ``conn``
+        (for other packages' tables: their facts and messages commit together)."""
+        self._enqueue(conn, items)
 
     def outbox_depth(self) -> int:
         with self.engine.connect() as conn:
