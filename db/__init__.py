@@ -228,7 +228,7 @@ class Database:
 
     # outbox ------------------------------------------------------------------------------
 
-    def enqueue(self, messages: Sequence[OutboxItem]) -> None:
+    def record_messages(self, messages: Sequence[OutboxItem]) -> None:
         """Record messages in the outbox in a transaction of their own (the watcher's
         early ``sdc_asset_transfer_file_created``)."""
         with self.engine.begin() as conn:
