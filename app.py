@@ -35,6 +35,10 @@ ROLES = {
 }
 VALIDATORS = ("testareno",)
 GRACE_SECONDS = 30.0
+# Body chunks handed to the upload handler (and socket reads) of up to 1 MiB instead of
+# Tornado's 64 KiB: 16 times fewer passes through the parser and the handler per byte
+# (bench/large_upload.py). Memory per upload stays bounded by the ingest path.
+READ_CHUNK = 1024 * 1024
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -64,6 +68,7 @@ class Runtime:
         self.server = HTTPServer(
             make_app(self.services), idle_connection_timeout=60, body_timeout=600,
             max_body_size=settings.max_length + 4 * 1024 * 1024, xheaders=True,
+            chunk_size=READ_CHUNK,
         )
         self.server.listen(settings.listen_port, settings.listen_address)
         verdicts = VerdictHandler(settings, self.services.storage, self.services.database,

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import magic
 
 from core import metrics
+from core.groupcommit import GroupCommitter
 from core.settings import Settings
 from db import Database, OutboxItem, utcnow
 from storage import ObjectWriter, Storage
@@ -111,6 +112,10 @@ class PayloadWriter:
         self.stored_size += len(block)
         self._writer.write(block)
 
+    def _write_last_and_finish(self, block: bytes) -> None:
+        self._write_block(block)
+        self._finish()
+
     def _finish(self) -> None:
         if self._gzip is not None:
             self._write_stored(self._gzip.flush())
@@ -118,11 +123,14 @@ class PayloadWriter:
 
     async def commit(self) -> dict[str, str]:
         """Write what is left and make the object durable. Returns the checksums."""
-        await self._flush_block()
+        block = b"".join(self._pending)
+        self._pending, self._pending_bytes = [], 0
         if self._inflight is not None:
             await self._inflight
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._finish)
+        # one executor round-trip for the last block and the commit (a small upload has
+        # only this one)
+        await loop.run_in_executor(self._executor, self._write_last_and_finish, block)
         self._closed = True
         self.mime = magic.from_buffer(bytes(self._head), mime=True) if self.size else "application/x-empty"
         checksums = {"sha256": self._sha256.hexdigest()}
@@ -154,6 +162,10 @@ class Ingestor:
         self.database = database
         self.executor = executor
         self._on_recorded = on_recorded
+        self._committer = GroupCommitter(database)
+
+    def close(self) -> None:
+        self._committer.close()
 
     async def open(self, payload: Payload) -> PayloadWriter:
         key = uuid.uuid4().hex
@@ -181,9 +193,7 @@ class Ingestor:
                           request_id=payload.request_id, on_sent_status="announced")
         items = [item, *(messages(announcement) if messages else [])]
         try:
-            await loop.run_in_executor(
-                self.executor, self.database.record_upload, row, payload.received_at, items
-            )
+            await self._committer.record(row, payload.received_at, items)
         except Exception:
             await loop.run_in_executor(
                 self.executor, self.storage.delete, "quarantine", writer.object_key

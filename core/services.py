@@ -64,6 +64,7 @@ class Services:
 
     def close(self) -> None:
         self.relay.stop()
+        self.ingestor.close()
         self.executor.shutdown(wait=True)
         self.bus.close()
         self.storage.close()

@@ -15,16 +15,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, create_engine, event, func, insert, select, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from db.schema import outbox, upload_events, uploads
 
@@ -100,6 +103,7 @@ class Database:
     def __init__(self, url: str, status_topic: str = "platform.payload-status") -> None:
         self.url = url
         self.engine = make_engine(url)
+        self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else None
         self.status_topic = status_topic
 
     def migrate(self) -> None:
@@ -112,6 +116,18 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A write transaction. On SQLite, writers of this process take turns on a lock
+        first: SQLite has one writer at a time, and its busy handler waits by sleeping
+        (1, 2, 5 ... 100 ms), which made the p99 of small uploads seconds long."""
+        if self._write_lock is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     def check(self) -> None:
         with self.engine.connect() as conn:
@@ -127,23 +143,59 @@ class Database:
     ) -> None:
         """Insert a stored upload, its received/stored timeline and its outbox messages
         in one transaction: once this returns, the announcement cannot be lost."""
+        with self._begin() as conn:
+            self._record(conn, [(row, received_at, messages)])
+
+    def record_uploads(
+        self, entries: Sequence[tuple[dict[str, Any], dt.datetime, Sequence[OutboxItem]]]
+    ) -> list[Exception | None]:
+        """Group commit: ``record_upload`` for several uploads in one transaction (one
+        fsync). Returns per entry ``None`` (recorded) or the ``IntegrityError`` that
+        refused it: when the batch hits one, each entry is retried on its own, so that a
+        duplicate request id fails only its own upload. Other errors raise for all."""
+        if not entries:
+            return []
+        try:
+            with self._begin() as conn:
+                self._record(conn, entries)
+            return [None] * len(entries)
+        except IntegrityError:
+            if len(entries) == 1:
+                raise
+        results: list[Exception | None] = []
+        for entry in entries:
+            try:
+                self.record_upload(*entry)
+                results.append(None)
+            except IntegrityError as exc:
+                results.append(exc)
+        return results
+
+    def _record(
+        self,
+        conn: Connection,
+        entries: Sequence[tuple[dict[str, Any], dt.datetime, Sequence[OutboxItem]]],
+    ) -> None:
         now = utcnow()
-        request_id = row["request_id"]
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(uploads).values(
-                    **row, status="stored", created_at=received_at, updated_at=now
-                )
+        conn.execute(insert(uploads), [
+            {**row, "status": "stored", "created_at": received_at, "updated_at": now}
+            for row, received_at, _ in entries
+        ])
+        conn.execute(insert(upload_events), [
+            event
+            for row, received_at, _ in entries
+            for event in (
+                {"request_id": row["request_id"], "status": "received", "message": None,
+                 "at": received_at},
+                {"request_id": row["request_id"], "status": "stored", "message": None,
+                 "at": now},
             )
-            conn.execute(
-                insert(upload_events),
-                [
-                    {"request_id": request_id, "status": "received", "message": None,
-                     "at": received_at},
-                    {"request_id": request_id, "status": "stored", "message": None, "at": now},
-                ],
-            )
-            self._enqueue(conn, [*messages, self._status_item(row, "stored", "stored in quarantine")])
+        ])
+        self._enqueue(conn, [
+            item
+            for row, _, messages in entries
+            for item in (*messages, self._status_item(row, "stored", "stored in quarantine"))
+        ])
 
     def get_upload(self, request_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -188,7 +240,7 @@ class Database:
 
     def record_status(self, request_id: str, status: str, message: str | None = None) -> bool:
         """Record a non-verdict status (announced, available). False if already recorded."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return self._advance(conn, request_id, status, message)
 
     def apply_verdict(
@@ -202,7 +254,7 @@ class Database:
         """Record a validator's verdict. Returns ``applied``, ``duplicate`` (the upload is
         already decided: a redelivery) or ``unknown`` (no such upload)."""
         status = VERDICT_STATUS[verdict]
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             changed = conn.execute(
                 update(uploads)
                 .where(uploads.c.request_id == request_id)
@@ -231,7 +283,7 @@ class Database:
     def record_messages(self, messages: Sequence[OutboxItem]) -> None:
         """Record messages in the outbox in a transaction of their own (the watcher's
         early ``sdc_asset_transfer_file_created``)."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             self._enqueue(conn, messages)
 
     def claim_outbox(self, limit: int, lease_seconds: float = 30.0) -> list[OutboxRow]:
@@ -240,7 +292,7 @@ class Database:
         now = utcnow()
         me = uuid.uuid4().hex
         free = (outbox.c.claimed_until.is_(None)) | (outbox.c.claimed_until < now)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             ids = select(outbox.c.id).where(free).order_by(outbox.c.id).limit(limit)
             conn.execute(
                 update(outbox)
@@ -261,16 +313,19 @@ class Database:
         """Delete delivered messages and record the statuses they stand for."""
         if not sent:
             return
-        with self.engine.begin() as conn:
+        by_status: dict[str, list[str]] = {}
+        for row in sent:
+            if row.request_id and row.on_sent_status:
+                by_status.setdefault(row.on_sent_status, []).append(row.request_id)
+        with self._begin() as conn:
             conn.execute(sql_delete(outbox).where(outbox.c.id.in_([r.id for r in sent])))
-            for row in sent:
-                if row.request_id and row.on_sent_status:
-                    self._advance(conn, row.request_id, row.on_sent_status, None)
+            for status, request_ids in by_status.items():
+                self._advance_many(conn, request_ids, status)
 
     def outbox_retry_later(self, rows: Sequence[OutboxRow], delay: float, error: str) -> None:
         if not rows:
             return
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 update(outbox)
                 .where(outbox.c.id.in_([r.id for r in rows]))
@@ -326,6 +381,36 @@ class Database:
         if record:
             self._enqueue(conn, [self._status_item(dict(record), status, message or status)])
         return True
+
+    def _advance_many(self, conn: Connection, request_ids: Sequence[str], status: str) -> None:
+        """``_advance`` for a batch (the relay's delivered messages): a few statements in
+        all instead of five per upload."""
+        ids = list(dict.fromkeys(request_ids))
+        done = set(conn.execute(
+            select(upload_events.c.request_id)
+            .where(upload_events.c.request_id.in_(ids))
+            .where(upload_events.c.status == status)
+        ).scalars())
+        new = [request_id for request_id in ids if request_id not in done]
+        if not new:
+            return
+        now = utcnow()
+        conn.execute(insert(upload_events), [
+            {"request_id": request_id, "status": status, "message": None, "at": now}
+            for request_id in new
+        ])
+        lower = [name for name, rank in RANK.items() if rank < RANK[status]]
+        conn.execute(
+            update(uploads)
+            .where(uploads.c.request_id.in_(new))
+            .where(uploads.c.status.in_(lower))
+            .values(status=status, updated_at=now)
+        )
+        records = {r["request_id"]: dict(r) for r in conn.execute(
+            select(uploads).where(uploads.c.request_id.in_(new))).mappings()}
+        items = [self._status_item(records[i], status, status) for i in new if i in records]
+        if items:
+            self._enqueue(conn, items)
 
     def _status_item(self, row: dict[str, Any], status: str, message: str) -> OutboxItem:
         return OutboxItem(
