@@ -80,7 +80,6 @@ _TAB_TO_SPACE = bytes.maketrans(b"\t", b" ")
 
 V, VT, VN = 0, 1, 2
 _SINGULAR = ("vertex", "texture coordinate", "normal")
-_PLURAL = ("vertices", "texture coordinates", "normals")
 _ARITY = {V: (3, 4, 6), VT: (2, 3, 1), VN: (3,)}
 _ARITY_TEXT = {V: "3, 4 or 6", VT: "1 to 3", VN: "3"}
 _KEYWORD = {V: b"v", VT: b"vt", VN: b"vn"}
@@ -425,7 +424,8 @@ class _Checker:
         numbers = tokens[1:]
         if len(numbers) not in _ARITY[kind]:
             raise _Invalid(
-                f"{_SINGULAR[kind]} has {len(numbers)} numbers, expected {_ARITY_TEXT[kind]}"
+                f"{_SINGULAR[kind]} has {_many(len(numbers), 'number')}, "
+                f"expected {_ARITY_TEXT[kind]}"
             )
         for token in numbers:
             if not _FLOAT_RE.fullmatch(token):
@@ -442,7 +442,7 @@ class _Checker:
     def _element(self, tokens: list[bytes], name: str, minimum: int, max_parts: int) -> None:
         refs = tokens[1:]
         if len(refs) < minimum:
-            raise _Invalid(f"{name} has {len(refs)} vertices, at least {minimum} needed")
+            raise _Invalid(f"{name} has {_many(len(refs), 'vertex')}, at least {minimum} needed")
         for ref in refs:
             parts = ref.split(b"/")
             required = parts[::2] if len(parts) == 3 else parts  # v//vn may skip vt
@@ -465,12 +465,12 @@ class _Checker:
             raise _Invalid(f"{what} 0 is invalid (OBJ indices start at 1)")
         if index > defined:
             raise _Invalid(
-                f"{what} {index} points past the {defined} {_PLURAL[role]} defined so far"
+                f"{what} {index} points past the {_many(defined, _SINGULAR[role])} defined so far"
             )
         if index < -defined:
             raise _Invalid(
-                f"{what} {index} points before the first of the {defined} {_PLURAL[role]} "
-                "defined so far"
+                f"{what} {index} points before the first of the "
+                f"{_many(defined, _SINGULAR[role])} defined so far"
             )
 
 
@@ -578,6 +578,11 @@ def _last_line_end(buf: bytes) -> int:
     ):
         pos = buf.rfind(b"\n", 0, pos)
     return pos + 1
+
+
+def _many(count: int, singular: str) -> str:
+    plural = "vertices" if singular == "vertex" else singular + "s"
+    return f"{count} {singular if count == 1 else plural}"
 
 
 def _show(token: bytes) -> str:
