@@ -155,14 +155,14 @@ def run_child(name: str, path: Path) -> dict[str, Any]:
 
 TRI = b"v 0 0 0\nv 1 0 0\nv 0 1 0\n"
 BROKEN = {
-    "index past the end": TRI + b"f 1 2 9\n",
+    "index past the end (line 4 of 5)": TRI + b"f 1 2 9\nf 1 2 3\n",
     "index 0": TRI + b"f 0 1 2\n",
     "vertex defined later": b"f 1 2 3\n" + TRI,
     "nan coordinate": TRI + b"v nan 0 0\nf 1 2 3\n",
     "'abc' coordinate": b"v abc 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n",
     "2 coordinates": b"v 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n",
     "2-vertex face": TRI + b"f 1 2\n",
-    "bad texture index": TRI + b"vt 0 0\nf 1/5 2/1 3/1\n",
+    "bad texture index (line 5 of 6)": TRI + b"vt 0 0\nf 1/5 2/1 3/1\n# end\n",
     "empty file": b"",
     "binary junk": b"\x00\x01\x02garbage\xff\n",
 }

@@ -34,10 +34,10 @@ Why our own parser, measured by ``bench/obj_parsers.py`` on a 99 MB grid mesh wi
 vn (2 CPUs, Python 3.11; times vary with machine load):
 
     parser                 MB/s      peak RSS growth
-    check_obj              180-220   16 MB
-    tinyobjloader 2.0rc13  130-165   207 MB
+    check_obj              175-225   15 MB
+    tinyobjloader 2.0rc13  130-170   207 MB
     trimesh 5.2            15-30     710 MB
-    naive per-line loop    26-37     ~0
+    naive per-line loop    18-37     ~0
 
 tinyobjloader (C++) is as fast, but keeps the whole mesh in memory (``ParseFromString``
 even needs the whole text as one ``str``), has no limits, no gzip, and passes what we must
