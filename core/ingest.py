@@ -115,6 +115,8 @@ class PayloadWriter:
     def _write_last_and_finish(self, block: bytes) -> None:
         self._write_block(block)
         self._finish()
+        # libmagic takes milliseconds on text: sniff here, off the event loop
+        self.mime = magic.from_buffer(bytes(self._head), mime=True) if self.size else "application/x-empty"
 
     def _finish(self) -> None:
         if self._gzip is not None:
@@ -132,7 +134,6 @@ class PayloadWriter:
         # only this one)
         await loop.run_in_executor(self._executor, self._write_last_and_finish, block)
         self._closed = True
-        self.mime = magic.from_buffer(bytes(self._head), mime=True) if self.size else "application/x-empty"
         checksums = {"sha256": self._sha256.hexdigest()}
         if self._stored_sha256 is not None:
             checksums["stored_sha256"] = self._stored_sha256.hexdigest()
