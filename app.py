@@ -34,7 +34,6 @@ ROLES = {
     "validator": "one validator, named by the next argument: testareno",
 }
 VALIDATORS = ("testareno",)
-GRACE_SECONDS = 30.0
 # Body chunks handed to the upload handler (and socket reads) of up to 1 MiB instead of
 # Tornado's 64 KiB: 16 times fewer passes through the parser and the handler per byte
 # (bench/large_upload.py). Memory per upload stays bounded by the ingest path.
@@ -66,7 +65,8 @@ class Runtime:
     def start_gateway(self) -> None:
         settings = self.services.settings
         self.server = HTTPServer(
-            make_app(self.services), idle_connection_timeout=60, body_timeout=600,
+            make_app(self.services), idle_connection_timeout=settings.http_idle_timeout,
+            body_timeout=settings.http_body_timeout,
             max_body_size=settings.max_length + 4 * 1024 * 1024, xheaders=True,
             chunk_size=READ_CHUNK,
         )
@@ -100,10 +100,10 @@ class Runtime:
         if self.server is not None:
             self.server.stop()
             try:
-                await asyncio.wait_for(self._drain(), GRACE_SECONDS)
+                await asyncio.wait_for(self._drain(), self.services.settings.shutdown_grace)
             except asyncio.TimeoutError:
                 logger.warning("%d uploads still in flight after %.0fs; closing them",
-                               self.services.inflight, GRACE_SECONDS)
+                               self.services.inflight, self.services.settings.shutdown_grace)
         for stop in reversed(self.stoppers):
             stop()
         self.services.close()

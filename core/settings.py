@@ -121,6 +121,9 @@ class Settings:
     url_signing_key: bytes = field(default=b"", repr=False)
     test_validator_verdict: str = "success"
     upload_threads: int = 16
+    http_idle_timeout: float = 60.0
+    http_body_timeout: float = 600.0
+    shutdown_grace: float = 30.0
 
     @property
     def buckets(self) -> dict[str, str]:
@@ -174,4 +177,7 @@ class Settings:
             url_signing_key=_signing_key(env, workdir),
             test_validator_verdict=verdict,
             upload_threads=_int(env, "UPLOAD_THREADS", 16, minimum=1),
+            http_idle_timeout=_float(env, "HTTP_IDLE_TIMEOUT", 60.0),
+            http_body_timeout=_float(env, "HTTP_BODY_TIMEOUT", 600.0),
+            shutdown_grace=_float(env, "SHUTDOWN_GRACE", 30.0),
         )
