@@ -25,6 +25,12 @@ logger = logging.getLogger(__name__)
 
 TRANSIENT = (StorageUnavailable, BusUnavailable, DBAPIError, ConnectionError, TimeoutError)
 MAX_ATTEMPTS = 5
+# While a backlog is being worked through, offsets are committed every COMMIT_EVERY
+# messages or COMMIT_INTERVAL seconds instead of after each one (a commit of the embedded
+# bus is an fsynced transaction); as soon as the loop has caught up it commits at once.
+# At least once either way: what was handled but not committed is handled again.
+COMMIT_EVERY = 50
+COMMIT_INTERVAL = 0.1
 
 Handler = Callable[[dict[str, Any], Message], None]
 
@@ -36,7 +42,7 @@ class MalformedMessage(ValueError):
 def decode(message: Message) -> dict[str, Any]:
     try:
         data = json.loads(message.value)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise MalformedMessage(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise MalformedMessage("not a JSON object")
@@ -65,20 +71,44 @@ class ConsumerLoop:
 
     def run(self) -> None:
         consumer = self.bus.consumer(self.group, self.topics)
+        # handled but not yet committed: the last message of each partition
+        done: dict[tuple[str, int], Message] = {}
+        count, oldest = 0, 0.0
         try:
             while not self._stop.is_set():
                 try:
-                    message = consumer.poll(0.2)
+                    message = consumer.poll(0 if done else 0.2)
                 except BusUnavailable as exc:
                     logger.warning("%s: bus unavailable (%s); retrying", self.name, exc)
                     self._stop.wait(1.0)
                     continue
                 if message is None:
+                    self._commit_all(consumer, done)  # caught up: commit at once
                     continue
                 if self._handle(message):
-                    self._commit(consumer, message)
+                    if not done:
+                        count, oldest = 0, time.monotonic()
+                    done[(message.topic, message.partition)] = message
+                    count += 1
+                    if count >= COMMIT_EVERY or time.monotonic() - oldest >= COMMIT_INTERVAL:
+                        self._commit_all(consumer, done)
         finally:
+            self._commit_all(consumer, done, final=True)
             consumer.close()
+
+    def _commit_all(self, consumer: Any, done: dict[tuple[str, int], Message],
+                    final: bool = False) -> None:
+        """Commit the last handled message of each partition. A commit that fails at stop
+        is left: those messages come back to the next member (at least once)."""
+        for message in list(done.values()):
+            if final:
+                try:
+                    consumer.commit(message)
+                except BusUnavailable as exc:
+                    logger.warning("%s: final commit failed (%s)", self.name, exc)
+            else:
+                self._commit(consumer, message)
+        done.clear()
 
     def _commit(self, consumer: Any, message: Message) -> None:
         while not self._stop.is_set():

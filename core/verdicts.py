@@ -38,8 +38,8 @@ def parse_verdict(data: dict[str, Any]) -> tuple[str, str, str | None]:
     reason = data.get("reason")
     if not isinstance(request_id, str) or not request_id or len(request_id) > 64:
         raise MalformedMessage("request_id missing or not a short string")
-    if verdict not in VERDICT_STATUS:
-        raise MalformedMessage(f"validation must be success, failure or handoff, got {verdict!r}")
+    if not isinstance(verdict, str) or verdict not in VERDICT_STATUS:
+        raise MalformedMessage(f"validation must be success, failure or handoff, got {verdict!r}"[:300])
     if reason is not None and not isinstance(reason, str):
         reason = json.dumps(reason)
     return request_id, verdict, reason
