@@ -176,7 +176,7 @@ def _metadata(raw: bytes | None) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         raise ApiError("malformed_metadata", "metadata part is not valid JSON") from None
     if not isinstance(value, dict):
         raise ApiError("malformed_metadata", "metadata must be a JSON object")

@@ -38,7 +38,7 @@ def parse_identity(header: str | None) -> Identity | None:
         raise ApiError("malformed_identity", "x-rh-identity header is too large")
     try:
         decoded = json.loads(base64.b64decode(header.strip(), validate=True))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: nested too deep
         raise ApiError("malformed_identity", "x-rh-identity is not base64-encoded JSON") from None
     identity = decoded.get("identity") if isinstance(decoded, dict) else None
     if not isinstance(identity, dict):
