@@ -2,7 +2,7 @@
 
     python app.py                 every role in one process, on embedded defaults
     python app.py gateway         HTTP API + outbox relay + verdict handler
-    python app.py validator NAME  one validator (testareno)
+    python app.py validator NAME  validators: a service, a check (test, archive, mime, obj) or all
     python app.py --help          this list
 
 Configuration comes from the environment (see README.md); a bad value stops start-up with
@@ -24,16 +24,15 @@ from core.services import Services
 from core.settings import Settings, SettingsError
 from core.verdicts import VALIDATION_TOPIC, TimeoutSweeper, VerdictHandler
 from upload.app import make_app
-from validators.testareno import make_test_validator
+from validators import UnknownValidator, build_loops, preflight
 
 logger = logging.getLogger("app")
 
 ROLES = {
     "all": "every role in one process (the default)",
     "gateway": "HTTP API, outbox relay and verdict handler",
-    "validator": "one validator, named by the next argument: testareno",
+    "validator": "validators, named by the next argument: a service, a check or all",
 }
-VALIDATORS = ("testareno",)
 # Body chunks handed to the upload handler (and socket reads) of up to 1 MiB instead of
 # Tornado's 64 KiB: 16 times fewer passes through the parser and the handler per byte
 # (bench/large_upload.py). Memory per upload stays bounded by the ingest path.
@@ -49,8 +48,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("role", nargs="?", default="all", choices=sorted(ROLES))
     parser.add_argument("name", nargs="?", help="validator name (role validator)")
     args = parser.parse_args(argv)
-    if args.role == "validator" and args.name not in VALIDATORS:
-        parser.error(f"role validator needs a name: one of {', '.join(VALIDATORS)}")
+    if args.role == "validator" and not args.name:
+        parser.error("role validator needs a name: a service, a check (test, archive, mime, "
+                     "obj) or all")
     return args
 
 
@@ -90,11 +90,10 @@ class Runtime:
                            removed)
 
     def start_validator(self, name: str) -> None:
-        validator = make_test_validator(self.services.bus,
-                                        self.services.settings.test_validator_verdict)
-        validator.start()
-        self.stoppers.append(validator.stop)
-        logger.info("validator %s running", name)
+        for validator in build_loops(self.services.settings, self.services.bus, name):
+            validator.start()
+            self.stoppers.append(validator.stop)
+            logger.info("validator for %s running", validator.service)
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -124,7 +123,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
     if args.role in ("all", "gateway"):
         runtime.start_gateway()
     if args.role == "all":
-        runtime.start_validator("testareno")
+        runtime.start_validator("all")
     elif args.role == "validator":
         runtime.start_validator(args.name)
     stop = asyncio.Event()
@@ -146,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.role in ("all", "validator"):
+        try:
+            preflight(settings, args.name if args.role == "validator" else "all")
+        except (UnknownValidator, FileNotFoundError) as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
     asyncio.run(serve(args, settings))
     return 0
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import magic
 
 from core import metrics
+from core.callbacks import callback_url
 from core.groupcommit import GroupCommitter
 from core.settings import Settings
 from db import Database, OutboxItem, utcnow
@@ -228,6 +229,8 @@ class Ingestor:
             "mime": writer.mime,
             "filename": payload.filename,
             "timestamp": payload.received_at.isoformat(),
+            "callback_url": callback_url(self.settings.public_url, self.settings.url_signing_key,
+                                         payload.request_id, self.settings.url_expiry),
         }
         if payload.compress:
             message["compression"] = "gzip"

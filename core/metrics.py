@@ -34,3 +34,20 @@ WATCHER_FAILURES = Counter("watcher_failures_total", "Files moved to Failed/, by
 WATCHER_RATE = Gauge(
     "watcher_throughput_files_per_second", "Files finished per second over the last few seconds"
 )
+VALIDATOR_VERDICTS = Counter(
+    "validator_verdicts_total", "Verdicts published by the validators", ["service", "validation"]
+)
+VALIDATOR_SECONDS = Histogram(
+    "validator_check_duration_seconds", "Fetch and check time per payload", ["service"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+)
+VALIDATOR_DEAD_LETTERS = Counter(
+    "validator_dead_letters_total", "Announcements sent to the dead-letter topic", ["service"]
+)
+VALIDATION_TIMEOUTS = Counter(
+    "upload_validation_timeouts_total", "Payloads rejected for lack of a verdict in time",
+    ["service"],
+)
+CALLBACKS = Counter(
+    "upload_callbacks_total", "Verdicts posted to callback URLs, by outcome", ["outcome"]
+)

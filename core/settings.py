@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 
 class SettingsError(ValueError):
@@ -75,6 +76,50 @@ def _watch_rules(env: Mapping[str, str], services: tuple[str, ...], check: bool)
     return raw
 
 
+def _validator_settings(env: Mapping[str, str], services: tuple[str, ...]) -> dict[str, Any]:
+    """VALIDATORS (service:check[+check],...), VALIDATOR_COMMAND_<SERVICE> (shlex-split),
+    VALIDATOR_TIMEOUT_<SERVICE>, VALIDATOR_WORKERS, VALIDATOR_MAX_ATTEMPTS (validators/)."""
+    from validators import CHECKS, DEFAULT_VALIDATORS  # lazy: the registry is import-light
+
+    def known(service: str, name: str) -> str:
+        if service not in services:
+            raise SettingsError(f"{name}: {service!r} is not in VALID_UPLOAD_TYPES")
+        return service
+
+    checks: dict[str, tuple[str, ...]] = {}
+    for entry in _list(env, "VALIDATORS", DEFAULT_VALIDATORS):
+        service, _, names = entry.partition(":")
+        parts = tuple(n.strip() for n in names.split("+") if n.strip())
+        if not parts or any(n not in CHECKS for n in parts):
+            raise SettingsError(f"VALIDATORS: {entry!r} must be service:check[+check] with "
+                                f"checks among {', '.join(sorted(CHECKS))}")
+        if env.get("VALIDATORS") or service.strip() in services:  # defaults only if served
+            checks[known(service.strip(), "VALIDATORS")] = parts
+    commands: dict[str, tuple[str, ...]] = {}
+    timeouts: dict[str, float] = {}
+    for service in services:
+        suffix = service.upper().replace("-", "_")
+        raw = env.get(f"VALIDATOR_COMMAND_{suffix}")
+        if raw:
+            try:
+                argv = tuple(shlex.split(raw))
+            except ValueError as exc:
+                raise SettingsError(f"VALIDATOR_COMMAND_{suffix}: {exc}") from None
+            if not argv:
+                raise SettingsError(f"VALIDATOR_COMMAND_{suffix} is empty")
+            commands[service] = argv
+        timeouts[service] = _float(env, f"VALIDATOR_TIMEOUT_{suffix}", 300.0)
+    prefix = "VALIDATOR_COMMAND_"
+    for name in env:
+        if name.startswith(prefix) and env[name] and not any(
+                name == prefix + s.upper().replace("-", "_") for s in services):
+            raise SettingsError(f"{name}: no such service in VALID_UPLOAD_TYPES")
+    return {"validators": checks, "validator_commands": commands,
+            "validator_timeouts": timeouts,
+            "validator_workers": _int(env, "VALIDATOR_WORKERS", 4, minimum=1),
+            "validator_max_attempts": _int(env, "VALIDATOR_MAX_ATTEMPTS", 3, minimum=1)}
+
+
 def _signing_key(env: Mapping[str, str], workdir: Path) -> bytes:
     """URL_SIGNING_KEY, or a random key kept under WORKDIR so that every process of
     one machine (gateway, validators) agrees on it."""
@@ -121,6 +166,11 @@ class Settings:
     url_signing_key: bytes = field(default=b"", repr=False)
     test_validator_verdict: str = "success"
     upload_threads: int = 16
+    validators: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    validator_commands: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    validator_timeouts: Mapping[str, float] = field(default_factory=dict)
+    validator_workers: int = 4
+    validator_max_attempts: int = 3
     http_idle_timeout: float = 60.0
     http_body_timeout: float = 600.0
     shutdown_grace: float = 30.0
@@ -177,6 +227,8 @@ class Settings:
             url_signing_key=_signing_key(env, workdir),
             test_validator_verdict=verdict,
             upload_threads=_int(env, "UPLOAD_THREADS", 16, minimum=1),
+            **_validator_settings(env, _list(env, "VALID_UPLOAD_TYPES",
+                                             "advisor,testareno,assets")),
             http_idle_timeout=_float(env, "HTTP_IDLE_TIMEOUT", 60.0),
             http_body_timeout=_float(env, "HTTP_BODY_TIMEOUT", 600.0),
             shutdown_grace=_float(env, "SHUTDOWN_GRACE", 30.0),

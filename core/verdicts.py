@@ -90,9 +90,10 @@ class VerdictHandler:
         if upload["status"] not in OPEN_FOR_VERDICT or (
             verdict == "handoff" and upload["status"] == "handed_off"
         ):
-            metrics.VERDICTS.labels(upload["service"], "duplicate").inc()
-            logger.info("request_id=%s verdict %s ignored: already %s", request_id, verdict,
-                        upload["status"])
+            late = upload["status"] == "rejected" and upload["reason"] == "timeout"
+            metrics.VERDICTS.labels(upload["service"], "late" if late else "duplicate").inc()
+            logger.info("request_id=%s verdict %s ignored: already %s%s", request_id, verdict,
+                        upload["status"], " (validation timed out)" if late else "")
             return
         self._apply(upload, verdict, reason, data)
 
@@ -163,4 +164,7 @@ class TimeoutSweeper:
                            self.timeout)
             self.handler({"request_id": request_id, "validation": "failure",
                           "reason": "timeout"})
+            upload = self.handler.database.get_upload(request_id)
+            if upload and upload["status"] == "rejected" and upload["reason"] == "timeout":
+                metrics.VALIDATION_TIMEOUTS.labels(upload["service"]).inc()
         return len(overdue)

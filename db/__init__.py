@@ -226,6 +226,13 @@ class Database:
                 known.update(conn.execute(query).scalars())
         return known
 
+    def upload_by_object_key(self, key: str) -> dict[str, Any] | None:
+        """The upload whose object is stored under ``key`` (in any bucket)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(select(uploads).where(uploads.c.object_key == key))
+            record = found.mappings().first()
+        return dict(record) if record else None
+
     def overdue(self, older_than: dt.datetime, limit: int = 500) -> list[str]:
         """Request ids still waiting for a first verdict since before ``older_than``."""
         query = (

@@ -11,6 +11,7 @@ from core.signing import verify_download
 from storage import BUCKETS
 from upload.base import ApiHandler
 from upload.errors import ApiError
+from upload.identity import Identity
 from upload.openapi import SPEC, VERSION
 
 logger = logging.getLogger(__name__)
@@ -18,13 +19,24 @@ logger = logging.getLogger(__name__)
 COPY_BLOCK = 256 * 1024
 
 
+def visible(identity: Identity | None, upload: dict[str, Any]) -> bool:
+    """An identity sees its org's uploads (its account's, when it names no org)."""
+    if identity is None:
+        return True
+    if identity.org_id is not None:
+        return bool(upload["org_id"] == identity.org_id)
+    return bool(upload["account"] == identity.account)
+
+
 class StatusHandler(ApiHandler):
     async def get(self, request_id: str) -> None:
         identity = self.request_identity()
+        if identity is None and self.services.settings.identity_required:
+            raise ApiError("identity_required", "a valid x-rh-identity header is required")
         loop = asyncio.get_running_loop()
         db = self.services.database
         upload = await loop.run_in_executor(self.services.executor, db.get_upload, request_id)
-        if upload is None or (identity and identity.org_id and upload["org_id"] != identity.org_id):
+        if upload is None or not visible(identity, upload):
             raise ApiError("not_found", f"no upload {request_id}")
         timeline = await loop.run_in_executor(self.services.executor, db.timeline, request_id)
         self.write_json({
@@ -42,7 +54,9 @@ class StatusHandler(ApiHandler):
 
 
 class DownloadHandler(ApiHandler):
-    """Serves an object through an HMAC-signed, expiring URL (localdisk driver)."""
+    """Serves an object through an HMAC-signed, expiring URL (localdisk driver). The
+    signature is enough (validators send no identity); a request that carries an identity
+    is also refused another org's payload."""
 
     async def get(self, bucket: str, key: str) -> None:
         secret = self.services.settings.url_signing_key
@@ -53,6 +67,12 @@ class DownloadHandler(ApiHandler):
             raise ApiError("forbidden", "missing, expired or invalid signature")
         loop = asyncio.get_running_loop()
         executor, storage = self.services.executor, self.services.storage
+        identity = self.request_identity()
+        if identity is not None:
+            db = self.services.database
+            upload = await loop.run_in_executor(executor, db.upload_by_object_key, key)
+            if upload is None or not visible(identity, upload):
+                raise ApiError("not_found", "no such object")
         try:
             reader = await loop.run_in_executor(executor, storage.open_reader, bucket, key)
         except FileNotFoundError:

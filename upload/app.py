@@ -6,7 +6,7 @@ from typing import Any
 import tornado.web
 
 from core.services import Services
-from upload import api
+from upload import api, callbacks
 from upload.handlers import UploadHandler
 
 PREFIXES = ("/api/v1", "/api/ingress/v1")
@@ -22,6 +22,7 @@ def routes(services: Services) -> list[Any]:
             (rf"{prefix}/version", api.VersionHandler, deps),
             (rf"{prefix}/health", api.HealthHandler, deps),
             (rf"{prefix}/openapi.json", api.OpenApiHandler, deps),
+            (rf"{prefix}/callbacks/([A-Za-z0-9._-]{{1,64}})", callbacks.CallbackHandler, deps),
         ]
     table += [
         (r"/api/v1/download/([a-z]+)/([A-Za-z0-9._/-]{1,255})", api.DownloadHandler, deps),

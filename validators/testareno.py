@@ -6,14 +6,22 @@ from __future__ import annotations
 from typing import Any, BinaryIO
 
 from bus import Bus
-from validators.loop import ValidatorLoop, Verdict
+from validators.loop import Check, ValidatorLoop, Verdict
 
 SERVICE = "testareno"
 
 
-def make_test_validator(bus: Bus, verdict: str) -> ValidatorLoop:
+def make_check(verdict: str) -> Check:
     def check(announcement: dict[str, Any], payload: BinaryIO) -> Verdict:
         reason = None if verdict == "success" else f"test validator answers {verdict}"
         return Verdict(verdict, reason)
+    return check
 
-    return ValidatorLoop(bus, SERVICE, check)
+
+def from_settings(settings: Any) -> Check:
+    """The registry's factory (validators.CHECKS)."""
+    return make_check(settings.test_validator_verdict)
+
+
+def make_test_validator(bus: Bus, verdict: str) -> ValidatorLoop:
+    return ValidatorLoop(bus, SERVICE, make_check(verdict))

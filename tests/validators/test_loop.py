@@ -1,0 +1,182 @@
+"""The shared validator loop on the embedded bus and on Kafka (mock cluster): bounded
+concurrency, commits in order after the verdict, retries, dead letters, idempotence."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import sqlite3
+import threading
+from typing import Any, BinaryIO
+
+import pytest
+
+from bus.kafka import KafkaBus
+from bus.local import LocalBus
+from core.settings import Settings
+from tests.helpers import wait_for
+from tests.validators.conftest import PayloadServer, announce, announcement, read
+from validators.loop import ValidatorLoop, Verdict, _Pending
+
+TOPIC, DLQ, VALIDATION = "platform.upload.svc", "platform.upload.svc.dlq", "platform.upload.validation"
+
+
+@pytest.fixture
+def bus(tmp_path):  # type: ignore[no-untyped-def]
+    local = LocalBus(Settings.from_env({"WORKDIR": str(tmp_path)}))
+    yield local
+    local.close()
+
+
+def committed(bus: LocalBus, group: str = "validator-svc") -> int:
+    with sqlite3.connect(bus.path) as conn:
+        row = conn.execute('SELECT committed_id FROM offsets WHERE "group" = ?', (group,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def last_offset(bus: LocalBus) -> int:
+    with sqlite3.connect(bus.path) as conn:
+        return int(conn.execute("SELECT max(id) FROM messages WHERE topic = ?", (TOPIC,)).fetchone()[0])
+
+
+def test_pending_commits_only_the_finished_prefix() -> None:
+    from bus import Message
+
+    pending = _Pending()
+    messages = [Message(TOPIC, None, b"", 0, n) for n in (3, 7, 9)]
+    assert all(pending.add(m) for m in messages)
+    assert not pending.add(Message(TOPIC, None, b"", 0, 7))  # polled again while in flight
+    pending.finish(messages[1])
+    assert pending.committable() == []
+    pending.finish(messages[0])
+    assert pending.committable() == [messages[1]]
+    pending.finish(messages[2])
+    assert pending.committable() == [messages[2]] and pending.committable() == []
+
+
+def test_bounded_concurrency_and_commit_after_the_oldest(bus: LocalBus, payloads: PayloadServer) -> None:
+    data = b"payload"
+    items = [announcement(f"r{n}", payloads.serve(f"/p{n}", data), data) for n in range(8)]
+    running, peak, lock = [0], [0], threading.Lock()
+    release_first, release_all = threading.Event(), threading.Event()
+
+    def check(ann: dict[str, Any], payload: BinaryIO) -> Verdict:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        (release_first if ann["request_id"] == "r0" else release_all).wait(10)
+        with lock:
+            running[0] -= 1
+        return Verdict("success")
+
+    announce(bus, TOPIC, *items)
+    loop = ValidatorLoop(bus, "svc", check, workers=3)
+    loop.start()
+    try:
+        assert wait_for(lambda: running[0] == 3, 10)
+        release_all.set()
+        # r0 still runs: everything else is answered, nothing is committed past it
+        assert len(read(bus, VALIDATION, 7)) == 7
+        assert committed(bus) == 0
+        release_first.set()
+        assert wait_for(lambda: committed(bus) == last_offset(bus), 10)
+    finally:
+        loop.stop()
+    assert peak[0] == 3
+    assert sorted(v["request_id"] for v in read(bus, VALIDATION, 8)) == [f"r{n}" for n in range(8)]
+
+
+def test_retries_then_dead_letters_without_a_verdict(bus: LocalBus, payloads: PayloadServer) -> None:
+    data = b"x"
+    calls: list[str] = []
+
+    def check(ann: dict[str, Any], payload: BinaryIO) -> Verdict:
+        calls.append(ann["request_id"])
+        if ann["request_id"] == "poison":
+            raise RuntimeError("checker crashed")
+        return Verdict("success")
+
+    poison = announcement("poison", payloads.serve("/poison", data), data)
+    flaky = announcement("flaky", payloads.serve("/flaky", data, 503), data)  # one 503 first
+    announce(bus, TOPIC, poison, b"\x00not json", {"request_id": "no-url"}, flaky)
+    loop = ValidatorLoop(bus, "svc", check, workers=2, max_attempts=3, retry_delay=0.01)
+    loop.start()
+    try:
+        letters = read(bus, DLQ, 3)
+        assert wait_for(lambda: committed(bus) == last_offset(bus), 10)
+    finally:
+        loop.stop()
+    by_id = {letter.get("request_id", "raw"): letter for letter in letters}
+    assert by_id["poison"]["attempts"] == 3 and "checker crashed" in by_id["poison"]["error"]
+    assert by_id["poison"]["url"] == poison["url"] and by_id["poison"]["failed_at"]
+    assert by_id["raw"]["attempts"] == 1 and by_id["raw"]["raw"].endswith("not json")
+    assert by_id["no-url"]["attempts"] == 1 and "malformed" in by_id["no-url"]["error"]
+    assert calls.count("poison") == 3 and payloads.hits["/flaky"] == 2
+    verdicts = read(bus, VALIDATION, 2, timeout=1.0)
+    assert [v["request_id"] for v in verdicts] == ["flaky"]  # the dead letters got none
+
+
+def test_refused_fetch_mismatch_and_repeats(bus: LocalBus, payloads: PayloadServer) -> None:
+    data = b"hello"
+    checked: list[str] = []
+
+    def check(ann: dict[str, Any], payload: BinaryIO) -> Verdict:
+        checked.append(ann["request_id"])
+        assert payload.read() == data
+        return Verdict("success", extra={"id": "v-1"})
+
+    ok = announcement("ok", payloads.serve("/ok", data), data)
+    gone = announcement("gone", payloads.serve("/gone", b"", 403), data)
+    bad = announcement("bad", payloads.serve("/bad", b"tampered"), data)
+    stored = gzip.compress(data)
+    zipped = announcement("gz", payloads.serve("/gz", stored), data, compression="gzip")
+    zipped["checksums"]["stored_sha256"] = hashlib.sha256(stored).hexdigest()
+    announce(bus, TOPIC, ok, gone, bad, zipped, ok)  # "ok" announced twice
+    loop = ValidatorLoop(bus, "svc", check, workers=1)
+    loop.start()
+    try:
+        verdicts = read(bus, VALIDATION, 5)
+    finally:
+        loop.stop()
+    got = [(v["request_id"], v["validation"], v.get("reason", "")) for v in verdicts]
+    assert got[0] == ("ok", "success", "") and verdicts[0]["id"] == "v-1"
+    assert got[1][:2] == ("gone", "failure") and "HTTP 403" in got[1][2]
+    assert got[2][:2] == ("bad", "failure") and "checksum mismatch" in got[2][2]
+    assert got[3] == ("gz", "success", "")
+    assert got[4] == ("ok", "success", "")
+    assert checked == ["ok", "gz"] and payloads.hits["/ok"] == 1  # the repeat was not refetched
+
+
+@pytest.mark.kafka
+def test_kafka_workers_verdicts_and_dead_letter(kafka_settings: Settings, kafka_topics,  # type: ignore[no-untyped-def]
+                                                payloads: PayloadServer) -> None:
+    kafka_topics([TOPIC, DLQ, VALIDATION])
+    bus = KafkaBus(kafka_settings, session_timeout=1.0)
+    data = b"k"
+    items = [announcement(f"k{n}", payloads.serve(f"/k{n}", data), data) for n in range(6)]
+    items.append(announcement("kpoison", payloads.serve("/kpoison", data), data))
+    barrier = threading.Barrier(2, timeout=10)
+
+    def check(ann: dict[str, Any], payload: BinaryIO) -> Verdict:
+        if ann["request_id"] == "kpoison":
+            raise ValueError("unreadable")
+        if ann["request_id"] in ("k0", "k1"):
+            barrier.wait()  # only passes if two checks run at once
+        return Verdict("failure" if ann["request_id"] == "k5" else "success", "k5 is bad"
+                       if ann["request_id"] == "k5" else None)
+
+    announce(bus, TOPIC, *items)
+    group = f"validator-svc-{id(items)}"
+    loop = ValidatorLoop(bus, "svc", check, group=group, workers=2, retry_delay=0.01)
+    loop.start()
+    try:
+        [letter] = read(bus, DLQ, 1, timeout=30, where=lambda m: m["request_id"] == "kpoison")
+        verdicts = read(bus, VALIDATION, 6, timeout=30,
+                        where=lambda m: m["request_id"].startswith("k"))
+    finally:
+        loop.stop()
+    assert letter["request_id"] == "kpoison" and letter["attempts"] == 3
+    assert {v["request_id"]: v["validation"] for v in verdicts} == {
+        **{f"k{n}": "success" for n in range(5)}, "k5": "failure"}
+    # everything was committed: a new member of the group gets nothing
+    assert read(bus, TOPIC, 1, timeout=3.0, group=group) == []
+    bus.close()
