@@ -3,6 +3,7 @@
     python app.py                 every role in one process, on embedded defaults
     python app.py gateway         HTTP API + outbox relay + verdict handler
     python app.py validator NAME  validators: a service, a check (test, archive, mime, obj) or all
+    python app.py watcher         the lab-share watcher on WATCH_DIR (+ /metrics, health)
     python app.py --help          this list
 
 Configuration comes from the environment (see README.md); a bad value stops start-up with
@@ -25,6 +26,7 @@ from core.settings import Settings, SettingsError
 from core.verdicts import VALIDATION_TOPIC, TimeoutSweeper, VerdictHandler
 from upload.app import make_app
 from validators import UnknownValidator, build_loops, preflight
+from watcher.service import Watcher, status_app
 
 logger = logging.getLogger("app")
 
@@ -32,6 +34,7 @@ ROLES = {
     "all": "every role in one process (the default)",
     "gateway": "HTTP API, outbox relay and verdict handler",
     "validator": "validators, named by the next argument: a service, a check or all",
+    "watcher": "the lab-share watcher: ingests the files dropped in WATCH_DIR",
 }
 # Body chunks handed to the upload handler (and socket reads) of up to 1 MiB instead of
 # Tornado's 64 KiB: 16 times fewer passes through the parser and the handler per byte
@@ -61,6 +64,7 @@ class Runtime:
         self.services = services
         self.server: HTTPServer | None = None
         self.stoppers: list[Callable[[], Any]] = []
+        self.watcher: Watcher | None = None
 
     def start_gateway(self) -> None:
         settings = self.services.settings
@@ -95,7 +99,18 @@ class Runtime:
             self.stoppers.append(validator.stop)
             logger.info("validator for %s running", validator.service)
 
+    async def start_watcher(self, serve_status: bool) -> None:
+        """The watcher; alone in its process it also serves /metrics and health."""
+        self.watcher = Watcher(self.services)
+        await self.watcher.start()
+        if serve_status:
+            settings = self.services.settings
+            self.server = HTTPServer(status_app(self.services))
+            self.server.listen(settings.listen_port, settings.listen_address)
+
     async def stop(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
         if self.server is not None:
             self.server.stop()
             try:
@@ -126,6 +141,8 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
         runtime.start_validator("all")
     elif args.role == "validator":
         runtime.start_validator(args.name)
+    if args.role == "watcher" or (args.role == "all" and settings.watch_dir is not None):
+        await runtime.start_watcher(serve_status=args.role == "watcher")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -144,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.role == "watcher" and settings.watch_dir is None:
+        print("configuration error: role watcher needs WATCH_DIR", file=sys.stderr)
         return 2
     if args.role in ("all", "validator"):
         try:

@@ -14,4 +14,10 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
      (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || \
      echo "warning: could not install chromium; browser tests will fail" >&2
 fi
+# The watcher's decrypt step drives Debian's gpg (python-gnupg); install it when missing.
+if ! command -v gpg-agent >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    (apt-get install -y -q gpg gpg-agent >/dev/null 2>&1 || \
+     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q gpg gpg-agent >/dev/null 2>&1)) || \
+     echo "warning: could not install gpg; watcher decrypt tests will fail" >&2
+fi
 exec python -m pytest "$@"

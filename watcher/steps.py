@@ -1,0 +1,194 @@
+"""Processing steps between a dropped file and what is ingested, as in the Octo pipeline:
+decrypt ``.gpg`` (python-gnupg and the ``gpg`` binary), unpack ``.tar[.gz]``/``.tgz``
+members, gunzip ``.gz``. Which steps a file gets is its rule's choice (``watcher.rules``).
+
+Every output goes to a private work directory (``WORKDIR/watcher-work/<random>``), which
+the caller removes afterwards. A file these steps cannot handle raises ``StepError`` with a
+stable code (``bad_archive``, ``decrypt_failed``, ``too_large``, ``archive_bomb``,
+``empty_archive``): such a file goes to ``Failed/``. Errors writing the work directory
+(disk full) are plain ``OSError``: the file is retried later.
+
+Limits (``Limits``), against archive bombs: every output is at most ``max_bytes``
+(``MAX_LENGTH``, as for HTTP uploads; gpg stops at it too, ``--max-output``); what one
+file unpacks to, in total, is at most ``max_ratio`` times its own size plus
+``RATIO_FLOOR`` (1 MiB, so that small, very compressible files pass); an archive has at
+most ``max_members`` entries. Decompression is streamed in 1 MiB blocks and stops as soon
+as a limit is passed, so neither memory nor disk holds more than the limits allow.
+"""
+from __future__ import annotations
+
+import gzip
+import logging
+import posixpath
+import tarfile
+import uuid
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from watcher.rules import Rule, is_ignored
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+RATIO_FLOOR = 1024 * 1024
+TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+GPG_SUFFIXES = (".gpg", ".pgp")
+_ARCHIVE_ERRORS = (OSError, EOFError, zlib.error, tarfile.TarError)
+
+
+class StepError(Exception):
+    """This file cannot be processed; ``code`` is stable, ``message`` is for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int
+    max_ratio: float = 200.0
+    max_members: int = 10000
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One payload to ingest: its name (relative to ``WATCH_DIR``) and where its bytes are."""
+
+    name: str
+    path: Path
+    steps: tuple[str, ...] = ()
+
+
+class Budget:
+    """Counts what one input unpacks to, against the limits."""
+
+    def __init__(self, packed_size: int, limits: Limits) -> None:
+        self.limits = limits
+        self.allowed = limits.max_ratio * packed_size + RATIO_FLOOR
+        self.total = 0
+
+    def spend(self, output_size: int, count: int) -> None:
+        """``count`` more bytes were produced; ``output_size`` is the current output's."""
+        self.total += count
+        if output_size > self.limits.max_bytes:
+            raise StepError("too_large", f"unpacks to more than {self.limits.max_bytes} bytes")
+        if self.total > self.allowed:
+            raise StepError("archive_bomb", f"unpacks to more than {self.limits.max_ratio:g} "
+                                            "times its size")
+
+
+class Decryptor:
+    """python-gnupg over the ``gpg`` binary, with the keyring in ``home`` (GPG_HOME)."""
+
+    def __init__(self, home: Path | None, passphrase: str | None) -> None:
+        import gnupg  # imported here: only rules with ``decrypt`` need it
+
+        self.passphrase = passphrase
+        try:
+            self.gpg = gnupg.GPG(gnupghome=str(home) if home else None)
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"rules with decrypt need the gpg binary and GPG_HOME: {exc}") from exc
+
+    def decrypt(self, source: Path, target: Path, max_bytes: int) -> None:
+        result = self.gpg.decrypt_file(str(source), passphrase=self.passphrase,
+                                       output=str(target),
+                                       extra_args=["--max-output", str(max_bytes)])
+        if not result.ok or result.returncode:
+            target.unlink(missing_ok=True)
+            if "max-output" in (result.stderr or ""):
+                raise StepError("too_large", f"decrypts to more than {max_bytes} bytes")
+            said = [line for line in (result.stderr or "").splitlines() if line.startswith("gpg:")]
+            detail = said[-1][5:] if said else result.status or "failed"
+            raise StepError("decrypt_failed", f"gpg could not decrypt: {detail}")
+
+
+def _read(reader: IO[bytes], size: int) -> bytes:
+    try:
+        return reader.read(size)
+    except _ARCHIVE_ERRORS as exc:
+        raise StepError("bad_archive", f"corrupt or truncated: {exc or type(exc).__name__}") from exc
+
+
+def _copy(reader: IO[bytes], target: Path, budget: Budget) -> None:
+    size = 0
+    with open(target, "wb") as out:
+        while block := _read(reader, CHUNK):
+            size += len(block)
+            budget.spend(size, len(block))
+            out.write(block)
+
+
+def gunzip(source: Path, target: Path, limits: Limits) -> None:
+    budget = Budget(source.stat().st_size, limits)
+    with gzip.open(source, "rb") as reader:
+        _copy(reader, target, budget)  # type: ignore[arg-type]
+
+
+def _member_name(raw: str) -> str:
+    name = posixpath.normpath(raw.replace("\\", "/")).lstrip("/")
+    if name in ("", ".") or name == ".." or name.startswith("../"):
+        raise StepError("bad_archive", f"member name {raw!r} leaves the archive")
+    return name
+
+
+def untar(source: Path, work: Path, limits: Limits) -> list[tuple[str, Path]]:
+    """Unpack the regular members (hidden and temporary ones skipped) into ``work``."""
+    budget = Budget(source.stat().st_size, limits)
+    members: list[tuple[str, Path]] = []
+    try:
+        with tarfile.open(source, mode="r|*") as archive:
+            for count, member in enumerate(archive, 1):
+                if count > limits.max_members:
+                    raise StepError("archive_bomb", f"more than {limits.max_members} entries")
+                if not member.isreg() or is_ignored(_member_name(member.name)):
+                    continue
+                reader = archive.extractfile(member)
+                assert reader is not None
+                target = work / f"member-{count}"
+                _copy(reader, target, budget)
+                members.append((_member_name(member.name), target))
+    except _ARCHIVE_ERRORS as exc:
+        raise StepError("bad_archive", f"not a readable tar archive: {exc}") from exc
+    if not members:
+        raise StepError("empty_archive", "the archive holds no regular file")
+    return members
+
+
+def _strip(name: str, suffixes: tuple[str, ...]) -> str | None:
+    lower = name.lower()
+    return next((name[: -len(s)] for s in suffixes if lower.endswith(s)), None)
+
+
+def prepare(source: Path, name: str, rule: Rule, work: Path, limits: Limits,
+            decryptor: Decryptor | None) -> list[Prepared]:
+    """Apply the rule's steps to ``source`` (named ``name``); returns what to ingest."""
+    current, steps = source, []
+    while True:
+        if "decrypt" in rule.steps and (stripped := _strip(name, GPG_SUFFIXES)):
+            current = _decrypt(current, work, limits, decryptor)
+            name, step = stripped, "decrypt"
+        elif "untar" in rule.steps and (stripped := _strip(name, TAR_SUFFIXES)):
+            steps.append("untar")
+            return [Prepared(f"{stripped}/{member}", path, tuple(steps))
+                    for member, path in untar(current, work, limits)]
+        elif "gunzip" in rule.steps and (stripped := _strip(name, (".gz",))):
+            target = work / uuid.uuid4().hex
+            gunzip(current, target, limits)
+            current, name, step = target, stripped, "gunzip"
+        else:
+            return [Prepared(name, current, tuple(steps))]
+        steps.append(step)
+
+
+def _decrypt(source: Path, work: Path, limits: Limits, decryptor: Decryptor | None) -> Path:
+    if decryptor is None:
+        raise StepError("decrypt_failed", "no GPG keyring configured (GPG_HOME)")
+    target = work / uuid.uuid4().hex
+    decryptor.decrypt(source, target, limits.max_bytes)
+    size = target.stat().st_size
+    Budget(source.stat().st_size, limits).spend(size, size)
+    return target
