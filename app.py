@@ -3,6 +3,7 @@
     python app.py                 every role in one process, on embedded defaults
     python app.py gateway         HTTP API + outbox relay + verdict handler
     python app.py validator NAME  validators: a service, a check (test, archive, mime, obj) or all
+    python app.py bundler         the treatment-plan bundler (asset transfers)
     python app.py watcher         the lab-share watcher on WATCH_DIR (+ /metrics, health)
     python app.py --help          this list
 
@@ -20,6 +21,7 @@ from typing import Any, Callable
 
 from tornado.httpserver import HTTPServer
 
+from consumer.role import BundlerRole
 from core.consumer import ConsumerLoop
 from core.services import Services
 from core.settings import Settings, SettingsError
@@ -34,6 +36,7 @@ ROLES = {
     "all": "every role in one process (the default)",
     "gateway": "HTTP API, outbox relay and verdict handler",
     "validator": "validators, named by the next argument: a service, a check or all",
+    "bundler": "the treatment-plan bundler: asset transfer events, PROVPREV bundles",
     "watcher": "the lab-share watcher: ingests the files dropped in WATCH_DIR",
 }
 # Body chunks handed to the upload handler (and socket reads) of up to 1 MiB instead of
@@ -108,6 +111,12 @@ class Runtime:
             self.server = HTTPServer(status_app(self.services))
             self.server.listen(settings.listen_port, settings.listen_address)
 
+    def start_bundler(self) -> None:
+        bundler = BundlerRole(self.services)
+        bundler.start()
+        self.stoppers.append(bundler.stop)
+        logger.info("bundler running")
+
     async def stop(self) -> None:
         if self.watcher is not None:
             await self.watcher.stop()
@@ -141,6 +150,8 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
         runtime.start_validator("all")
     elif args.role == "validator":
         runtime.start_validator(args.name)
+    if args.role in ("all", "bundler"):
+        runtime.start_bundler()
     if args.role == "watcher" or (args.role == "all" and settings.watch_dir is not None):
         await runtime.start_watcher(serve_status=args.role == "watcher")
     stop = asyncio.Event()

@@ -6,6 +6,7 @@ Every value is cast and checked here; a bad value fails at start-up naming the v
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shlex
 from dataclasses import dataclass, field
@@ -58,6 +59,21 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 def _list(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
     raw = env.get(name) or default
     return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+DEFAULT_ASSET_NAME_PATTERN = r"(?P<case_number>[A-Za-z0-9][A-Za-z0-9-]*)_Step(?P<step>[0-9]+)\.obj"
+
+
+def _name_pattern(env: Mapping[str, str], name: str, default: str) -> str:
+    """A regular expression with the named groups ``case_number`` and ``step``."""
+    raw = env.get(name) or default
+    try:
+        groups = re.compile(raw).groupindex
+    except re.error as exc:
+        raise SettingsError(f"{name} is not a regular expression: {exc}") from None
+    if not {"case_number", "step"} <= set(groups):
+        raise SettingsError(f"{name} must have the named groups case_number and step, got {raw!r}")
+    return raw
 
 
 DEFAULT_WATCH_RULES = "*.obj=assets/obj:gzip,*.obj.gz=assets/obj:gunzip:gzip"
@@ -166,6 +182,7 @@ class Settings:
     url_signing_key: bytes = field(default=b"", repr=False)
     test_validator_verdict: str = "success"
     upload_threads: int = 16
+    asset_name_pattern: str = DEFAULT_ASSET_NAME_PATTERN
     validators: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     validator_commands: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     validator_timeouts: Mapping[str, float] = field(default_factory=dict)
@@ -227,6 +244,8 @@ class Settings:
             url_signing_key=_signing_key(env, workdir),
             test_validator_verdict=verdict,
             upload_threads=_int(env, "UPLOAD_THREADS", 16, minimum=1),
+            asset_name_pattern=_name_pattern(env, "ASSET_NAME_PATTERN",
+                                             DEFAULT_ASSET_NAME_PATTERN),
             **_validator_settings(env, _list(env, "VALID_UPLOAD_TYPES",
                                              "advisor,testareno,assets")),
             http_idle_timeout=_float(env, "HTTP_IDLE_TIMEOUT", 60.0),

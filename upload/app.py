@@ -5,6 +5,7 @@ from typing import Any
 
 import tornado.web
 
+from consumer import api as bundler_api
 from core.services import Services
 from upload import api, callbacks
 from upload.handlers import UploadHandler
@@ -28,6 +29,7 @@ def routes(services: Services) -> list[Any]:
         (r"/api/v1/download/([a-z]+)/([A-Za-z0-9._/-]{1,255})", api.DownloadHandler, deps),
         (r"/metrics", api.MetricsHandler, deps),
     ]
+    table += bundler_api.routes(services, PREFIXES)
     return table
 
 

@@ -16,6 +16,8 @@ STATUS = {
     "not_found": 404,
     "method_not_allowed": 405,
     "duplicate_request_id": 409,
+    "already_associated": 409,
+    "not_associable": 409,
     "already_decided": 409,
     "upload_too_large": 413,
     "unsupported_service": 415,

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from consumer.openapi import PATHS as BUNDLER_PATHS
+
 VERSION = "1.0.0"
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -63,3 +65,4 @@ SPEC: dict[str, Any] = {
                 "org_id": {"type": "string", "nullable": True}}}}},
     }},
 }
+SPEC["paths"].update(BUNDLER_PATHS)
