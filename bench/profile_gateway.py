@@ -1,7 +1,8 @@
 """Profile the gateway under one of the benchmark loads with py-spy (sampling, all threads).
 
     python bench/profile_gateway.py large [--size-mib 1024]
-    python bench/profile_gateway.py small [--seconds 10]
+    python bench/profile_gateway.py small [--seconds 10] [--role gateway] [--gil]
+    python bench/profile_gateway.py steady [--seconds 10] --idle   (100 uploads/s, as latency.py)
 
 Writes collapsed stacks to ``bench/profiles/<load>.txt`` and prints the functions with the
 most samples (self, and inclusive) per thread.
@@ -46,9 +47,24 @@ def summarize(path: Path, top: int = 25) -> None:
         print(f"  {100 * n / total:5.1f}%  {name}")
 
 
+def per_thread(path: Path, top: int = 6) -> None:
+    """For each thread, its most common innermost three frames (with --idle: where it waits)."""
+    by_thread: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        name = frames[0].split(": ", 1)[-1]
+        by_thread[name][" <- ".join(f.split(" (")[0] for f in frames[-1:-4:-1])] += int(count)
+    for name, counter in sorted(by_thread.items(), key=lambda kv: -sum(kv[1].values()))[:8]:
+        total = sum(counter.values())
+        print(f"== {name} ({total} samples)")
+        for frames, n in counter.most_common(top):
+            print(f"  {100 * n / total:5.1f}%  {frames}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("load", choices=["large", "small"])
+    parser.add_argument("load", choices=["large", "small", "steady"])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--idle", action="store_true", help="include idle samples")
@@ -69,6 +85,9 @@ def main() -> None:
             body, ctype = body_file(workdir, args.size_mib * MiB)
             status, _, seconds = post_file(gateway.base, "/api/v1/upload", body, ctype)
             print(f"upload: {status} in {seconds:.2f}s")
+        elif args.load == "steady":
+            from latency import Uploader, steady
+            steady(100, args.seconds, Uploader(gateway.base, "profile"))
         else:
             from small_uploads import run_wrk, write_lua
             lua = write_lua(workdir, 10_000)
@@ -80,6 +99,7 @@ def main() -> None:
         gateway.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     summarize(out)
+    per_thread(out)
 
 
 if __name__ == "__main__":
