@@ -90,7 +90,7 @@ def test_s3_faults_give_503_leave_nothing_and_the_gateway_keeps_serving(
     s3 = boto3.client("s3", endpoint_url=moto_server)
     quarantine = env["S3_QUARANTINE"]
     accepted = {assert_202(upload(gateway.port, os.urandom(5000)))}
-    proxy.stall_seconds = 1.5
+    proxy.stall_seconds = 0.75
     for name, size, fault in S3_FAULTS:
         proxy.injected.clear()
         proxy.fault = fault
