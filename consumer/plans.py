@@ -58,13 +58,16 @@ def associate(conn: Connection, plan_uuid: str, ids: Sequence[int], user: str) -
     now = utcnow()
     insert_ignore(conn, p, {"uuid": plan_uuid, "revision": 0, "pending": False, "attempts": 0,
                             "created_at": now, "updated_at": now}, ["uuid"])
-    mark_pending(conn, plan_uuid)  # locks the plan row first: associations of one plan queue
     conn.execute(
         update(t)
         .where(t.c.id.in_(ids), t.c.treatment_plan_uuid.is_(None), t.c.unmatched_reason.is_(None),
                t.c.type == BUNDLED_TYPE)
         .values(treatment_plan_uuid=plan_uuid, associated_by=user, associated_at=now, updated_at=now)
     )
+    # Rows are locked transfers first, then the plan, as file events do (no deadlock). The
+    # plan's lock queues associations of one plan, so the file name check below sees the
+    # transfers of any association committed before this one.
+    mark_pending(conn, plan_uuid)
     query = select(t.c.id, t.c.file_name, t.c.type, t.c.unmatched_reason, t.c.treatment_plan_uuid,
                    u.c.status).select_from(t.outerjoin(u, u.c.request_id == t.c.request_id))
     rows = conn.execute(query.where(t.c.id.in_(ids))).all()

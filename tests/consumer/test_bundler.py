@@ -152,3 +152,28 @@ def test_an_expired_claim_is_taken_over(lab: Lab) -> None:
     assert (row.version, row.status, row.claimed_by) == (1, "done", lab.bundler.owner)
     with lab.database.engine.begin() as conn:  # the crashed one cannot complete it any more
         assert not plans.complete_claim(conn, claim, "x", 1, [])
+
+
+def test_concurrent_associations_cannot_put_one_name_twice_in_a_plan(lab: Lab) -> None:
+    plan_uuid = str(uuid.uuid4())
+    twins = [lab.file("T1_Step1.obj", obj_mesh(n)) for n in (1, 2)]
+    for asset in twins:
+        lab.event("created", asset)
+    barrier = threading.Barrier(2)
+    results: list[str] = []
+
+    def associate(asset: AssetFile) -> None:
+        barrier.wait()
+        try:
+            lab.associate(plan_uuid, [asset])
+            results.append("ok")
+        except plans.AssociationError as exc:
+            results.append(exc.code)
+
+    threads = [threading.Thread(target=associate, args=(asset,)) for asset in twins]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == ["not_associable", "ok"]
+    assert len(lab.plan(plan_uuid)["transfers"]) == 1
