@@ -86,6 +86,9 @@ def fetch(url: str, sink: BinaryIO) -> str:
     """Stream ``url`` into ``sink``; returns the sha256 of what was fetched. A refused
     URL (4xx) is ``FetchRefused``; an unreachable or failing server (5xx) is a
     ``ConnectionError``, which the loop retries."""
+    if not url.lower().startswith(("http://", "https://")):
+        # never file:// or other schemes a forged announcement could smuggle in
+        raise FetchRefused(f"payload URL scheme is not http(s): {url[:40]!r}")
     digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT) as response:  # noqa: S310

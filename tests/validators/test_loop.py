@@ -180,3 +180,17 @@ def test_kafka_workers_verdicts_and_dead_letter(kafka_settings: Settings, kafka_
     # everything was committed: a new member of the group gets nothing
     assert read(bus, TOPIC, 1, timeout=3.0, group=group) == []
     bus.close()
+
+
+def test_fetch_refuses_non_http_schemes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    import pytest
+
+    from validators.loop import FetchRefused, fetch
+
+    secret = tmp_path / "secret"
+    secret.write_text("do not read")
+    for url in (f"file://{secret}", "ftp://127.0.0.1/x", "data:,hello"):
+        with pytest.raises(FetchRefused):
+            fetch(url, io.BytesIO())
