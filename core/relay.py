@@ -21,6 +21,10 @@ logger = logging.getLogger(__name__)
 
 BATCH = 200
 POLL_INTERVAL = 0.2
+# after a partial batch, wait this long before claiming the next one: in a burst (the
+# watcher's thousands of files) batches grow instead of costing three write transactions
+# per handful of messages; a message recorded meanwhile waits at most this much longer
+LINGER = 0.01
 SEND_TIMEOUT = 10.0
 MAX_BACKOFF = 30.0
 
@@ -68,6 +72,8 @@ class OutboxRelay:
                 if not delivered:
                     self._wake.wait(POLL_INTERVAL)
                     self._wake.clear()
+                elif delivered < BATCH:
+                    self._stop.wait(LINGER)
         finally:
             producer.close()
 

@@ -5,8 +5,11 @@
 2. Per payload: sha256 and sha1 of the (uncompressed) content, and a request id derived
    from its name and sha256. That id already recorded (with the same name and content):
    a duplicate (a restart, a crash between storing and moving, the same content dropped
-   again), not ingested again. The upload's primary key makes this exact even when two
-   watchers race: the loser's ``finish`` fails on the key, and its object is removed.
+   again), not ingested again. The upload's primary key makes this exact, even when two
+   watchers race. A payload of up to one block (1 MiB) is not looked up first: its insert
+   fails on the key when it is a duplicate, and the copy it stored is removed again, which
+   saves a query per file in a burst; after such a duplicate every payload is looked up
+   first for ``LOOK_UP_SECONDS`` (60), so that a folder dropped twice is not stored twice.
 3. The same ingest path as an HTTP upload, whose transaction records the announcement,
    ``sdc_asset_transfer_file_created`` and ``sdc_asset_transfer_file_uploaded``, in that
    order: uploaded is durable exactly when the payload is, and the relay sends created
@@ -30,6 +33,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +56,7 @@ logger = logging.getLogger(__name__)
 PROCESSED = "Processed"
 FAILED = "Failed"
 TRANSIENT = (StorageUnavailable, BusUnavailable, DBAPIError, OSError)
+LOOK_UP_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ class Pipeline:
         self.rules = rules
         self.limits = limits
         self.decryptor = decryptor
+        self._look_up_until = 0.0
 
     async def _run(self, func: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -166,12 +172,18 @@ class Pipeline:
         found = digest(item.path)
         if found.size > self.limits.max_bytes:
             raise StepError("too_large", f"{item.name} is larger than MAX_LENGTH")
-        request_id = watcher_request_id(item.name, found.sha256)
+        if found.data is not None and time.monotonic() > self._look_up_until:
+            return item, found, None  # optimistic: the primary key catches a duplicate
+        return item, found, self._known(watcher_request_id(item.name, found.sha256), item.name,
+                                        found.sha256)
+
+    def _known(self, request_id: str, name: str, sha256: str) -> dict[str, Any] | None:
+        """The upload already recorded under ``request_id``, if any."""
         row = self.services.database.get_upload(request_id)
         if row is not None and (row["source"], row["filename"], row["sha256"]) != (
-                "watcher", item.name, found.sha256):
+                "watcher", name, sha256):
             raise StepError("id_conflict", f"request id {request_id} is taken by another upload")
-        return item, found, row
+        return row
 
     async def _process(self, path: Path, relative: str, rule: Rule, examined: Examined) -> str:
         outcomes = []
@@ -213,8 +225,12 @@ class Pipeline:
         try:
             announcement = await self._store(payload, item.path, found, events)
         except IntegrityError:
-            logger.info("request_id=%s path=%s duplicate: another watcher stored it first",
-                        request_id, item.name)
+            self._look_up_until = time.monotonic() + LOOK_UP_SECONDS
+            if await self._run(self._known, request_id, item.name, found.sha256) is None:
+                raise
+            logger.info("request_id=%s path=%s duplicate: this content was already ingested "
+                        "under this name (its stored copy is removed again)", request_id,
+                        item.name)
             return "duplicate"
         if announcement["checksums"]["sha256"] != found.sha256:
             logger.warning("request_id=%s path=%s content changed while it was read",
