@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, create_engine, event, func, insert, select, update
+from sqlalchemy import Connection, bindparam, create_engine, event, func, insert, select, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -44,6 +44,74 @@ RANK = {
 }
 VERDICT_STATUS = {"success": "validated", "failure": "rejected", "handoff": "handed_off"}
 OPEN_FOR_VERDICT = ("stored", "announced", "handed_off")
+
+
+# Hot-path statements are built once: a statement object memoizes its cache key, while a
+# fresh select()/update() with literal values costs its cache-key generation and bind
+# construction on every call (most of the relay's and the verdict loop's CPU in
+# bench/profile_gateway.py). Values travel as bind parameters.
+_IDS = bindparam("ids", expanding=True)
+_GET_UPLOAD = select(uploads).where(uploads.c.request_id == bindparam("rid"))
+_UPLOAD_EXISTS = select(uploads.c.request_id).where(uploads.c.request_id == bindparam("rid"))
+_UPLOADS_BY_IDS = select(uploads).where(uploads.c.request_id.in_(_IDS))
+_INSERT_UPLOADS = insert(uploads)
+_INSERT_EVENTS = insert(upload_events)
+_INSERT_OUTBOX = insert(outbox)
+_EVENT_EXISTS = (
+    select(upload_events.c.id)
+    .where(upload_events.c.request_id == bindparam("rid"))
+    .where(upload_events.c.status == bindparam("st"))
+)
+_EVENTS_DONE = (
+    select(upload_events.c.request_id)
+    .where(upload_events.c.request_id.in_(_IDS))
+    .where(upload_events.c.status == bindparam("st"))
+)
+_DELETE_OUTBOX = sql_delete(outbox).where(outbox.c.id.in_(_IDS))
+_FREE = outbox.c.claimed_until.is_(None) | (outbox.c.claimed_until < bindparam("now"))
+
+
+def _advance_statement(status: str, many: bool) -> Any:
+    """Move uploads to ``status`` from any lower one (RETURNING the rows it moved)."""
+    lower = [name for name, rank in RANK.items() if rank < RANK[status]]
+    which = uploads.c.request_id.in_(_IDS) if many else uploads.c.request_id == bindparam("rid")
+    return (
+        update(uploads).where(which).where(uploads.c.status.in_(lower))
+        .values(status=status, updated_at=bindparam("now")).returning(*uploads.c)
+    )
+
+
+_ADVANCE = {status: _advance_statement(status, False) for status in RANK}
+_ADVANCE_MANY = {status: _advance_statement(status, True) for status in RANK}
+_APPLY_VERDICT = {
+    status: update(uploads)
+    .where(uploads.c.request_id == bindparam("rid"))
+    .where(uploads.c.status.in_(OPEN_FOR_VERDICT))
+    .where(uploads.c.status != status)
+    .values(status=status, reason=bindparam("new_reason"), verdict=bindparam("new_verdict"),
+            bucket={"validated": "perm", "rejected": "reject"}.get(status, "quarantine"),
+            updated_at=bindparam("now"))
+    .returning(*uploads.c)
+    for status in set(VERDICT_STATUS.values())
+}
+_CLAIMS: dict[int, Any] = {}
+
+
+def _claim_statement(limit: int) -> Any:
+    """Lease the ``limit`` oldest free messages in one UPDATE … RETURNING (SQLite ≥ 3.35,
+    PostgreSQL); built once per limit."""
+    statement = _CLAIMS.get(limit)
+    if statement is None:
+        ids = select(outbox.c.id).where(_FREE).order_by(outbox.c.id).limit(limit)
+        statement = _CLAIMS[limit] = (
+            update(outbox)
+            .where(outbox.c.id.in_(ids.scalar_subquery()))
+            .where(_FREE)
+            .values(claimed_by=bindparam("me"), claimed_until=bindparam("until"))
+            .returning(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value,
+                       outbox.c.request_id, outbox.c.on_sent_status, outbox.c.attempts)
+        )
+    return statement
 
 
 def utcnow() -> dt.datetime:
@@ -177,11 +245,11 @@ class Database:
         entries: Sequence[tuple[dict[str, Any], dt.datetime, Sequence[OutboxItem]]],
     ) -> None:
         now = utcnow()
-        conn.execute(insert(uploads), [
+        conn.execute(_INSERT_UPLOADS, [
             {**row, "status": "stored", "created_at": received_at, "updated_at": now}
             for row, received_at, _ in entries
         ])
-        conn.execute(insert(upload_events), [
+        conn.execute(_INSERT_EVENTS, [
             event
             for row, received_at, _ in entries
             for event in (
@@ -199,8 +267,7 @@ class Database:
 
     def get_upload(self, request_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            found = conn.execute(select(uploads).where(uploads.c.request_id == request_id))
-            record = found.mappings().first()
+            record = conn.execute(_GET_UPLOAD, {"rid": request_id}).mappings().first()
         return dict(record) if record else None
 
     def timeline(self, request_id: str) -> list[dict[str, Any]]:
@@ -262,26 +329,14 @@ class Database:
         already decided: a redelivery) or ``unknown`` (no such upload)."""
         status = VERDICT_STATUS[verdict]
         with self._begin() as conn:
-            changed = conn.execute(
-                update(uploads)
-                .where(uploads.c.request_id == request_id)
-                .where(uploads.c.status.in_(OPEN_FOR_VERDICT))
-                .where(uploads.c.status != status)
-                .values(
-                    status=status,
-                    reason=reason,
-                    verdict=json.dumps(details),
-                    bucket={"validated": "perm", "rejected": "reject"}.get(status, "quarantine"),
-                    updated_at=utcnow(),
-                )
-            ).rowcount
-            if not changed:
-                exists = conn.execute(
-                    select(uploads.c.request_id).where(uploads.c.request_id == request_id)
-                ).first()
+            changed = conn.execute(_APPLY_VERDICT[status], {
+                "rid": request_id, "new_reason": reason, "new_verdict": json.dumps(details),
+                "now": utcnow()}).mappings().first()
+            if changed is None:
+                exists = conn.execute(_UPLOAD_EXISTS, {"rid": request_id}).first()
                 return "duplicate" if exists else "unknown"
             self._event(conn, request_id, status, reason)
-            row = self._row(conn, request_id)
+            row = dict(changed)
             self._enqueue(conn, [*messages, self._status_item(row, status, reason or verdict)])
             return "applied"
 
@@ -296,25 +351,16 @@ class Database:
     def claim_outbox(self, limit: int, lease_seconds: float = 30.0) -> list[OutboxRow]:
         """Lease up to ``limit`` unsent messages, oldest first, to this caller. A lease that
         runs out (the relay died) makes them claimable again: at least once."""
-        now = utcnow()
-        me = uuid.uuid4().hex
-        free = (outbox.c.claimed_until.is_(None)) | (outbox.c.claimed_until < now)
         with self._begin() as conn:
-            ids = select(outbox.c.id).where(free).order_by(outbox.c.id).limit(limit)
-            conn.execute(
-                update(outbox)
-                .where(outbox.c.id.in_(ids.scalar_subquery()))
-                .where(free)
-                .values(claimed_by=me, claimed_until=now + dt.timedelta(seconds=lease_seconds))
-            )
-            rows = conn.execute(
-                select(outbox).where(outbox.c.claimed_by == me).order_by(outbox.c.id)
-            )
-            return [
-                OutboxRow(r.id, r.topic, r.key, r.value, r.request_id, r.on_sent_status,
-                          r.attempts)
-                for r in rows
-            ]
+            return self._claim(conn, limit, lease_seconds)
+
+    def _claim(self, conn: Connection, limit: int, lease_seconds: float) -> list[OutboxRow]:
+        now = utcnow()
+        rows = conn.execute(_claim_statement(limit), {
+            "now": now, "me": uuid.uuid4().hex,
+            "until": now + dt.timedelta(seconds=lease_seconds)}).all()
+        rows.sort()  # RETURNING gives no order; the id is first
+        return [OutboxRow(*r) for r in rows]
 
     def outbox_sent(self, sent: Sequence[OutboxRow]) -> None:
         """Delete delivered messages and record the statuses they stand for."""
@@ -325,7 +371,7 @@ class Database:
             if row.request_id and row.on_sent_status:
                 by_status.setdefault(row.on_sent_status, []).append(row.request_id)
         with self._begin() as conn:
-            conn.execute(sql_delete(outbox).where(outbox.c.id.in_([r.id for r in sent])))
+            conn.execute(_DELETE_OUTBOX, {"ids": [r.id for r in sent]})
             for status, request_ids in by_status.items():
                 self._advance_many(conn, request_ids, status)
 
@@ -354,37 +400,20 @@ class Database:
 
     # internals ---------------------------------------------------------------------------
 
-    def _row(self, conn: Connection, request_id: str) -> dict[str, Any]:
-        found = conn.execute(select(uploads).where(uploads.c.request_id == request_id))
-        return dict(found.mappings().one())
-
     def _event(self, conn: Connection, request_id: str, status: str, message: str | None) -> bool:
-        exists = conn.execute(
-            select(upload_events.c.id)
-            .where(upload_events.c.request_id == request_id)
-            .where(upload_events.c.status == status)
-        ).first()
-        if exists:
+        if conn.execute(_EVENT_EXISTS, {"rid": request_id, "st": status}).first():
             return False
-        conn.execute(
-            insert(upload_events).values(
-                request_id=request_id, status=status, message=message, at=utcnow()
-            )
-        )
+        conn.execute(_INSERT_EVENTS, [
+            {"request_id": request_id, "status": status, "message": message, "at": utcnow()}])
         return True
 
     def _advance(self, conn: Connection, request_id: str, status: str, message: str | None) -> bool:
         if not self._event(conn, request_id, status, message):
             return False
-        lower = [name for name, rank in RANK.items() if rank < RANK[status]]
-        conn.execute(
-            update(uploads)
-            .where(uploads.c.request_id == request_id)
-            .where(uploads.c.status.in_(lower))
-            .values(status=status, updated_at=utcnow())
-        )
-        row = conn.execute(select(uploads).where(uploads.c.request_id == request_id))
-        record = row.mappings().first()
+        record = conn.execute(_ADVANCE[status], {"rid": request_id, "now": utcnow()}
+                              ).mappings().first()
+        if record is None:  # already further on (or unknown): the status is still told
+            record = conn.execute(_GET_UPLOAD, {"rid": request_id}).mappings().first()
         if record:
             self._enqueue(conn, [self._status_item(dict(record), status, message or status)])
         return True
@@ -393,28 +422,21 @@ class Database:
         """``_advance`` for a batch (the relay's delivered messages): a few statements in
         all instead of five per upload."""
         ids = list(dict.fromkeys(request_ids))
-        done = set(conn.execute(
-            select(upload_events.c.request_id)
-            .where(upload_events.c.request_id.in_(ids))
-            .where(upload_events.c.status == status)
-        ).scalars())
+        done = set(conn.execute(_EVENTS_DONE, {"ids": ids, "st": status}).scalars())
         new = [request_id for request_id in ids if request_id not in done]
         if not new:
             return
         now = utcnow()
-        conn.execute(insert(upload_events), [
+        conn.execute(_INSERT_EVENTS, [
             {"request_id": request_id, "status": status, "message": None, "at": now}
             for request_id in new
         ])
-        lower = [name for name, rank in RANK.items() if rank < RANK[status]]
-        conn.execute(
-            update(uploads)
-            .where(uploads.c.request_id.in_(new))
-            .where(uploads.c.status.in_(lower))
-            .values(status=status, updated_at=now)
-        )
         records = {r["request_id"]: dict(r) for r in conn.execute(
-            select(uploads).where(uploads.c.request_id.in_(new))).mappings()}
+            _ADVANCE_MANY[status], {"ids": new, "now": now}).mappings()}
+        rest = [request_id for request_id in new if request_id not in records]
+        if rest:  # already further on (or unknown): their status is still told
+            records.update((r["request_id"], dict(r)) for r in conn.execute(
+                _UPLOADS_BY_IDS, {"ids": rest}).mappings())
         items = [self._status_item(records[i], status, status) for i in new if i in records]
         if items:
             self._enqueue(conn, items)
@@ -437,7 +459,7 @@ class Database:
     def _enqueue(self, conn: Connection, items: Sequence[OutboxItem]) -> None:
         now = utcnow()
         conn.execute(
-            insert(outbox),
+            _INSERT_OUTBOX,
             [
                 {
                     "topic": item.topic,

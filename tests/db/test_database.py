@@ -87,3 +87,26 @@ def test_migrate_is_idempotent(database_url: str) -> None:
     db.migrate()
     db.migrate()
     db.close()
+
+
+def test_prebuilt_statements_claim_in_order_and_tell_every_status(database: Database) -> None:
+    """The hot paths run statements built once (claim by UPDATE … RETURNING, batched
+    status moves with RETURNING): order, limit, lease and the status messages hold."""
+    for i in range(5):
+        database.record_upload(_row(f"r{i}"), utcnow(), [_announce(f"r{i}")])
+    first = database.claim_outbox(4)
+    assert [r.id for r in first] == sorted(r.id for r in first) and len(first) == 4
+    rest = database.claim_outbox(100)
+    assert len(rest) == 6 and min(r.id for r in rest) > max(r.id for r in first)
+    assert database.claim_outbox(100) == []
+    # r0 is decided before its announcement is confirmed: it stays validated, and its
+    # "announced" status is still published (with its row's fields)
+    assert database.apply_verdict("r0", "success", None, {"id": 1}) == "applied"
+    database.outbox_sent([*first, *rest])
+    statuses = {r.request_id or json.loads(r.value)["request_id"]: json.loads(r.value)
+                for r in database.claim_outbox(100) if json.loads(r.value)["status"] == "announced"}
+    assert sorted(statuses) == [f"r{i}" for i in range(5)]
+    assert all(s["service"] == "testareno" and s["org_id"] == "o1" for s in statuses.values())
+    assert database.get_upload("r0")["status"] == "validated"
+    assert {database.get_upload(f"r{i}")["status"] for i in range(1, 5)} == {"announced"}
+    assert database.apply_verdict("r0", "failure", "late", {}) == "duplicate"
