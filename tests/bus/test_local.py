@@ -152,3 +152,27 @@ def test_idle_poll_sees_a_message_quickly(bus: LocalBus, topic: str) -> None:
     consumer.close()
     assert len(latencies) == 10
     assert sorted(latencies)[-2] < 0.1, latencies
+
+
+def test_send_wakes_an_idle_poll_of_the_same_process(bus: LocalBus, topic: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A send notifies the idle polls of its topic in this process: with the poll
+    interval stretched to minutes the message still arrives (and one to another topic
+    does not end the wait)."""
+    monkeypatch.setattr("bus.local.MIN_IDLE_SLEEP", 600.0)
+    monkeypatch.setattr("bus.local.MAX_IDLE_SLEEP", 600.0)
+    consumer = bus.consumer(group_name(), [topic])
+    assert consumer.poll(0.05) is None  # takes the lease
+    producer = bus.producer()
+    got: list[object] = []
+    thread = threading.Thread(target=lambda: got.append(consumer.poll(60.0)))
+    thread.start()
+    time.sleep(0.2)
+    producer.send([OutMessage(f"{topic}-other", "k", b"elsewhere")], 1.0)
+    time.sleep(0.2)
+    assert thread.is_alive()
+    producer.send([OutMessage(topic, "k", b"here")], 1.0)
+    thread.join(30)
+    assert not thread.is_alive() and [m.value for m in got] == [b"here"]  # type: ignore[attr-defined]
+    producer.close()
+    consumer.close()
