@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, BinaryIO
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -17,6 +17,9 @@ from upload.openapi import SPEC, VERSION
 logger = logging.getLogger(__name__)
 
 COPY_BLOCK = 256 * 1024
+# an object up to this size is opened and read in one executor round-trip (validators
+# fetch every payload through here; most are small)
+SMALL_OBJECT = 1024 * 1024
 
 
 def visible(identity: Identity | None, upload: dict[str, Any]) -> bool:
@@ -53,6 +56,25 @@ class StatusHandler(ApiHandler):
         })
 
 
+def open_and_read(storage: Any, bucket: str, key: str) -> tuple[BinaryIO | None, bytes]:
+    """Open an object and read its first ``SMALL_OBJECT`` bytes (a little more when that
+    is not all): ``(None, data)`` when ``data`` is the whole object, else ``(reader, head)``
+    with the reader positioned after ``head``."""
+    reader = storage.open_reader(bucket, key)
+    try:
+        head = reader.read(SMALL_OBJECT)
+        if len(head) < SMALL_OBJECT:
+            more = reader.read(COPY_BLOCK)
+            if not more:
+                reader.close()
+                return None, head
+            head += more
+        return reader, head
+    except BaseException:
+        reader.close()
+        raise
+
+
 class DownloadHandler(ApiHandler):
     """Serves an object through an HMAC-signed, expiring URL (localdisk driver). The
     signature is enough (validators send no identity); a request that carries an identity
@@ -74,11 +96,17 @@ class DownloadHandler(ApiHandler):
             if upload is None or not visible(identity, upload):
                 raise ApiError("not_found", "no such object")
         try:
-            reader = await loop.run_in_executor(executor, storage.open_reader, bucket, key)
+            reader, head = await loop.run_in_executor(executor, open_and_read, storage,
+                                                      bucket, key)
         except FileNotFoundError:
             raise ApiError("not_found", "no such object") from None
+        self.set_header("Content-Type", "application/octet-stream")
+        if reader is None:  # the whole object: one write, with a Content-Length
+            self.finish(head)
+            return
         try:
-            self.set_header("Content-Type", "application/octet-stream")
+            self.write(head)
+            await self.flush()
             while block := await loop.run_in_executor(executor, reader.read, COPY_BLOCK):
                 self.write(block)
                 await self.flush()

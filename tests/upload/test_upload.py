@@ -210,3 +210,20 @@ async def test_signed_download(http_client, base_url, services):  # type: ignore
     key = Path(url.split("?")[0]).name
     retarget = url.replace(key, "0" * len(key))
     assert (await http_client.fetch(retarget, raise_error=False)).code == 403
+
+
+@pytest.mark.gen_test
+async def test_signed_download_sizes_around_the_small_object_limit(  # type: ignore[no-untyped-def]
+        http_client, base_url, services):
+    """Small objects are opened and read in one executor call; larger ones stream on."""
+    from upload.api import COPY_BLOCK, SMALL_OBJECT
+    for size in (0, 1, SMALL_OBJECT - 1, SMALL_OBJECT, SMALL_OBJECT + 1,
+                 SMALL_OBJECT + COPY_BLOCK + 7, 3 * SMALL_OBJECT + 5):
+        data = os.urandom(size)
+        key = f"size-{size}"
+        writer = services.storage.open_writer("quarantine", key)
+        writer.write(data)
+        writer.commit()
+        url = services.storage.signed_url("quarantine", key, 60)
+        response = await http_client.fetch(url)
+        assert response.body == data, size
