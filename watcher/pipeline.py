@@ -43,7 +43,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from bus import BusUnavailable
 from bus.topics import ASSET_TRANSFER
 from core import metrics
-from core.ingest import BLOCK, Payload
+from core.ingest import BLOCK, Payload, PayloadWriter
 from core.services import Services
 from db import OutboxItem
 from storage import StorageUnavailable
@@ -245,13 +245,19 @@ class Pipeline:
             if found.data is not None:
                 await writer.write(found.data)
             else:
-                with open(path, "rb") as handle:
-                    while block := await self._run(handle.read, BLOCK):
-                        await writer.write(block)
+                await self._copy(path, writer)
         except BaseException:
             await writer.abort()
             raise
         return await ingestor.finish(writer, messages=lambda _announcement: events)  # type: ignore[no-any-return]
+
+    async def _copy(self, path: Path, writer: PayloadWriter) -> None:
+        handle = await self._run(open, path, "rb")
+        try:
+            while block := await self._run(handle.read, BLOCK):
+                await writer.write(block)
+        finally:
+            await self._run(handle.close)
 
     def _move_if_unchanged(self, path: Path, relative: str, before: Stat) -> Path | None:
         if stat_of(str(path)) != before:
@@ -280,7 +286,7 @@ class Pipeline:
         target.parent.mkdir(parents=True, exist_ok=True)
         sidecar = target.with_name(target.name + ".error.json")
         report = {"file": relative, "error": error.code, "message": error.message,
-                  "at": dt.datetime.now(dt.timezone.utc).isoformat()}
+                  "at": dt.datetime.now(dt.UTC).isoformat()}
         temp = sidecar.with_name(f".{sidecar.name}.tmp")
         temp.write_text(json.dumps(report, indent=2) + "\n")
         os.replace(temp, sidecar)

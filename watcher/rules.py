@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from core.settings import DEFAULT_WATCH_RULES as DEFAULT_RULES
+
+__all__ = ["DEFAULT_RULES", "Rule", "RuleError", "is_ignored", "match", "parse_rules"]
 STEPS = ("decrypt", "untar", "gunzip")
 OPTIONS = frozenset((*STEPS, "gzip"))
 TEMP_SUFFIXES = ("~", ".part", ".partial", ".tmp", ".crdownload")
@@ -78,7 +80,7 @@ def parse_rules(text: str, services: Iterable[str]) -> tuple[Rule, ...]:
         options = [o for o in found["options"].split(":") if o]
         unknown = set(options) - OPTIONS
         if unknown:
-            raise RuleError(f"rule {entry!r}: unknown option {sorted(unknown)[0]!r}; "
+            raise RuleError(f"rule {entry!r}: unknown option {min(unknown)!r}; "
                             f"use {', '.join(sorted(OPTIONS))}")
         rules.append(Rule(found["pattern"].strip(), found["service"], found["category"],
                           compress="gzip" in options, steps=frozenset(options) & set(STEPS)))

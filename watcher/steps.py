@@ -85,7 +85,7 @@ class Decryptor:
     """python-gnupg over the ``gpg`` binary, with the keyring in ``home`` (GPG_HOME)."""
 
     def __init__(self, home: Path | None, passphrase: str | None) -> None:
-        import gnupg  # imported here: only rules with ``decrypt`` need it
+        import gnupg  # type: ignore[import-untyped]  # only rules with decrypt need it
 
         self.passphrase = passphrase
         try:

@@ -20,7 +20,7 @@ class Keyring:
     fingerprint: str
 
     def encrypt(self, data: bytes, target: Path) -> None:
-        import gnupg
+        import gnupg  # type: ignore[import-untyped]
 
         result = gnupg.GPG(gnupghome=str(self.home)).encrypt(
             data, [self.fingerprint], always_trust=True, armor=False, output=str(target))
@@ -28,7 +28,7 @@ class Keyring:
 
 
 def _keyring(email: str, passphrase: str | None) -> Keyring:
-    import gnupg
+    import gnupg  # type: ignore[import-untyped]
 
     if shutil.which("gpg") is None:
         pytest.fail("the gpg binary is missing (scripts/test.sh installs Debian's gpg)")

@@ -27,8 +27,9 @@ def watch_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 class Harness:
     def __init__(self, env: dict[str, str]) -> None:
         self.settings = Settings.from_env(env)
-        self.root = self.settings.watch_dir
-        assert self.root is not None
+        root = self.settings.watch_dir
+        assert root is not None
+        self.root: Path = root
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.services: Services | None = None

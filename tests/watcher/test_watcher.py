@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from prometheus_client import REGISTRY
@@ -38,6 +38,10 @@ def messages(h: Harness, count: int, timeout: float = 20) -> list[dict[str, Any]
 
 def by_type(found: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [m for m in found if m.get("type") == f"sdc_asset_transfer_file_{kind}"]
+
+
+def processed_is(h: Harness, count: int) -> Callable[[], bool]:
+    return lambda: len(h.files(h.processed)) == count
 
 
 def metric(name: str, **labels: str) -> float:
@@ -78,10 +82,11 @@ def test_files_already_there_are_ingested_with_asset_events(tmp_path: Path) -> N
         order = [m["type"] for m in found if m.get("request_id") == first["request_id"]
                  and m["topic"] == "platform.asset-transfer"]
         assert order == ["sdc_asset_transfer_file_created", "sdc_asset_transfer_file_uploaded"]
-        statuses = [e["status"] for e in h.services.database.timeline(first["request_id"])]
-        assert wait_for(lambda: "announced" in [e["status"] for e in
-                                                h.services.database.timeline(first["request_id"])], 5)
+        database = h.services.database
+        statuses = [e["status"] for e in database.timeline(first["request_id"])]
         assert statuses[:2] == ["received", "stored"]
+        assert wait_for(lambda: "announced" in [e["status"] for e in
+                                                database.timeline(first["request_id"])], 5)
     assert metric("watcher_files_total", outcome="ingested") - ingested == 2
 
 
@@ -151,7 +156,7 @@ def test_duplicates_and_new_versions(tmp_path: Path, caplog: pytest.LogCaptureFi
         drop = h.root / "lab" / "C3_Step1.obj"
         for content, expected in ((b"v 1 1 1\n", 1), (b"v 1 1 1\n", 2), (b"v 2 2 2\n", 3)):
             write(drop, content)
-            assert wait_for(lambda: len(h.files(h.processed)) == expected, 10)
+            assert wait_for(processed_is(h, expected), 10)
         assert h.files(h.processed) == ["lab/C3_Step1-2.obj", "lab/C3_Step1-3.obj",
                                         "lab/C3_Step1.obj"]
         assert len(h.uploads()) == 2
@@ -244,3 +249,19 @@ def test_encrypted_files_and_the_wrong_key(tmp_path: Path, keyring: Keyring,
         assert row["filename"] == "ours.txt" and row["sha256"] == hashlib.sha256(b"for the lab").hexdigest()
         report = json.loads((h.failed / "theirs.txt.gpg.error.json").read_text())
         assert report["error"] == "decrypt_failed" and "secret key" in report["message"]
+
+
+def test_large_file_gets_its_created_event_first_and_is_looked_up(tmp_path: Path) -> None:
+    """Over one block: created is recorded before the payload is stored; dropped again, it
+    is looked up first (not stored twice)."""
+    with Harness(watch_env(tmp_path)) as h:
+        data = os.urandom(1024 * 1024 + 4096)
+        for expected in (1, 2):
+            write(h.root / "big" / "C6_Step1.obj", data)
+            assert wait_for(processed_is(h, expected), 15)
+        assert len(h.uploads()) == 1
+        found = messages(h, 3)
+        events = [m["type"] for m in found if m["topic"] == "platform.asset-transfer"]
+        assert events == ["sdc_asset_transfer_file_created", "sdc_asset_transfer_file_uploaded"]
+        [created] = by_type(found, "created")
+        assert created["uncompressed_sha1_hash"] == hashlib.sha1(data).hexdigest()  # noqa: S324
