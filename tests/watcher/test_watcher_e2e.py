@@ -2,7 +2,10 @@
 ``python app.py watcher`` killed with SIGKILL in the middle of a burst."""
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -11,7 +14,7 @@ from sqlalchemy import select
 from core.settings import Settings
 from db import Database
 from db.schema import outbox, uploads
-from tests.e2e import Gateway
+from tests.e2e import ROOT, Gateway
 from tests.helpers import wait_for
 from tests.watcher.harness import read_topics, watch_env
 
@@ -91,3 +94,16 @@ def test_sigkill_mid_burst_then_restart_ingests_each_file_once(tmp_path: Path) -
         assert not any((root / "Failed").iterdir())
     finally:
         assert watcher.stop() == 0
+
+
+def test_role_watcher_needs_watch_dir(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "WATCH_DIR"}
+    done = subprocess.run([sys.executable, str(ROOT / "app.py"), "watcher"], cwd=ROOT,
+                          env={**env, "WORKDIR": str(tmp_path)}, capture_output=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2 and b"role watcher needs WATCH_DIR" in done.stderr
+    bad = subprocess.run([sys.executable, str(ROOT / "app.py"), "watcher"], cwd=ROOT,
+                         env={**env, "WORKDIR": str(tmp_path), "WATCH_DIR": str(tmp_path / "d"),
+                              "WATCH_RULES": "*.obj=unknown/obj"},
+                         capture_output=True, timeout=60, check=False)
+    assert bad.returncode == 2 and b"WATCH_RULES" in bad.stderr
