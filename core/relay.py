@@ -1,10 +1,12 @@
 """The outbox relay: delivers messages recorded in the database to the bus.
 
 It runs in its own thread. A batch is leased from the outbox, sent, and deleted once the
-broker has acknowledged it; what was not acknowledged is retried with exponential backoff
-(0.2 s doubling to ``MAX_BACKOFF``). The retry state lives in the database, not in memory,
-so a restart or a broker outage loses nothing. ``wake()`` lets the ingest path start a
-delivery at once instead of waiting for the next poll.
+broker has acknowledged it, in the transaction that leases the next batch (one commit per
+pass; a crash in between sends that batch again: at least once). What was not
+acknowledged is retried with exponential backoff (0.2 s doubling to ``MAX_BACKOFF``). The
+retry state lives in the database, not in memory, so a restart or a broker outage loses
+nothing. ``wake()`` lets the ingest path start a delivery at once instead of waiting for
+the next poll.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ class OutboxRelay:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._depth_at = 0.0
+        self._sent: list[OutboxRow] = []  # acknowledged, recorded by the next pass
 
     def wake(self) -> None:
         self._wake.set()
@@ -78,8 +81,10 @@ class OutboxRelay:
             producer.close()
 
     def deliver_once(self, producer: Producer) -> int:
-        """Send one batch; returns how many messages were delivered."""
-        rows = self.database.claim_outbox(BATCH)
+        """Record the previous pass's deliveries and send one batch; returns how many
+        messages were delivered."""
+        rows = self.database.outbox_sent_and_claim(self._sent, BATCH)
+        self._sent = []
         if not rows:
             self._report_depth()
             return 0
@@ -95,7 +100,7 @@ class OutboxRelay:
         metrics.STAGE_SECONDS.labels("relay_send").observe(time.monotonic() - started)
         sent = [row for row, ok in zip(rows, acked) if ok]
         failed = [row for row, ok in zip(rows, acked) if not ok]
-        self.database.outbox_sent(sent)
+        self._sent = sent
         self._report_depth()
         for row in sent:
             metrics.OUTBOX_DELIVERED.labels(row.topic).inc()
