@@ -6,6 +6,12 @@ malformed (``MalformedMessage``), is logged, counted and skipped. A transient fa
 (storage, bus or database unavailable) is retried with backoff on the same message, so
 nothing behind it overtakes it; any other error is retried ``MAX_ATTEMPTS`` times and then
 skipped with the traceback logged, so that one poison message cannot stop the loop.
+
+With a ``batch_handler`` (by default the handler's ``handle_batch`` method, if it has
+one: the verdict handler), what is already fetched (up to ``BATCH_MAX`` messages) is handed
+over at once, so that its side effects can share one transaction; if the batch fails in any
+way, its messages are handled one by one by ``handler`` as above (handlers are idempotent,
+so what the batch did already is harmless).
 """
 from __future__ import annotations
 
@@ -31,8 +37,10 @@ MAX_ATTEMPTS = 5
 # At least once either way: what was handled but not committed is handled again.
 COMMIT_EVERY = 50
 COMMIT_INTERVAL = 0.1
+BATCH_MAX = 100
 
 Handler = Callable[[dict[str, Any], Message], None]
+BatchHandler = Callable[[Sequence[dict[str, Any]]], None]
 
 
 class MalformedMessage(ValueError):
@@ -51,11 +59,12 @@ def decode(message: Message) -> dict[str, Any]:
 
 class ConsumerLoop:
     def __init__(self, bus: Bus, group: str, topics: Sequence[str], handler: Handler,
-                 name: str | None = None) -> None:
+                 name: str | None = None, batch_handler: BatchHandler | None = None) -> None:
         self.bus = bus
         self.group = group
         self.topics = list(topics)
         self.handler = handler
+        self.batch_handler = batch_handler or getattr(handler, "handle_batch", None)
         self.name = name or group
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -85,13 +94,18 @@ class ConsumerLoop:
                 if message is None:
                     self._commit_all(consumer, done)  # caught up: commit at once
                     continue
-                if self._handle(message):
+                if self.batch_handler is None:
+                    handled = [message] if self._handle(message) else []
+                else:
+                    handled = self._handle_batch(self._more(consumer, message))
+                for message in handled:
                     if not done:
                         count, oldest = 0, time.monotonic()
                     done[(message.topic, message.partition)] = message
                     count += 1
-                    if count >= COMMIT_EVERY or time.monotonic() - oldest >= COMMIT_INTERVAL:
-                        self._commit_all(consumer, done)
+                if done and (count >= COMMIT_EVERY
+                             or time.monotonic() - oldest >= COMMIT_INTERVAL):
+                    self._commit_all(consumer, done)
         finally:
             self._commit_all(consumer, done, final=True)
             consumer.close()
@@ -118,6 +132,41 @@ class ConsumerLoop:
             except BusUnavailable as exc:
                 logger.warning("%s: commit failed (%s); retrying", self.name, exc)
                 self._stop.wait(1.0)
+
+    def _more(self, consumer: Any, first: Message) -> list[Message]:
+        """``first`` and what else is ready at once (up to ``BATCH_MAX``)."""
+        batch = [first]
+        while len(batch) < BATCH_MAX:
+            try:
+                message = consumer.poll(0)
+            except BusUnavailable:
+                break
+            if message is None:
+                break
+            batch.append(message)
+        return batch
+
+    def _handle_batch(self, batch: list[Message]) -> list[Message]:
+        """The messages done with, in order: a prefix of ``batch`` (all of it unless the
+        loop is stopping)."""
+        assert self.batch_handler is not None
+        decoded: dict[int, dict[str, Any]] = {}
+        for index, message in enumerate(batch):
+            try:
+                decoded[index] = decode(message)
+            except MalformedMessage as exc:
+                self._skip(message, "malformed", str(exc))
+        try:
+            if decoded:
+                self.batch_handler(list(decoded.values()))
+            return batch
+        except Exception as exc:  # noqa: BLE001 - one by one now, with retries and skips
+            logger.info("%s: batch of %d failed (%s: %s); handling one by one", self.name,
+                        len(decoded), type(exc).__name__, exc)
+        for index, message in enumerate(batch):
+            if index in decoded and not self._handle(message):
+                return batch[:index]
+        return batch
 
     def _handle(self, message: Message) -> bool:
         """True when the message is done with (handled or skipped) and may be committed."""

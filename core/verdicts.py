@@ -8,6 +8,9 @@ owns it now and may send a final verdict later.
 
 Idempotent: the storage move is idempotent and the database decides each upload once, so a
 redelivered verdict changes nothing. An unknown request_id is logged, counted, skipped.
+
+Batches (``handle_batch``, what the consumer loop has polled at once): one look-up of the
+uploads, the storage moves synced together, one transaction for every verdict, in order.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from bus import Message
 from core import metrics
@@ -80,13 +83,30 @@ class VerdictHandler:
         self._on_recorded = on_recorded
 
     def __call__(self, data: dict[str, Any], message: Message | None = None) -> None:
-        request_id, verdict, reason = parse_verdict(data)
-        upload = self.database.get_upload(request_id)
+        self.handle_batch([data])
+
+    def handle_batch(self, batch: Sequence[dict[str, Any]]) -> None:
+        """Handle verdicts in order. ``MalformedMessage`` if any is malformed (before any
+        side effect: the consumer loop then handles them one by one)."""
+        verdicts = [(*parse_verdict(data), data) for data in batch]
+        uploads = self.database.get_uploads([request_id for request_id, *_ in verdicts])
+        todo: list[list[Any]] = []
+        for request_id, verdict, reason, data in verdicts:
+            upload = uploads.get(request_id)
+            if self._open_for(upload, request_id, verdict):
+                assert upload is not None
+                todo.append([upload, verdict, reason, data])
+                # a second verdict for it in this batch sees it decided (or handed off)
+                uploads[request_id] = {**upload, "status": VERDICT_STATUS[verdict]}
+        if todo:
+            self._apply(todo)
+
+    def _open_for(self, upload: dict[str, Any] | None, request_id: str, verdict: str) -> bool:
         if upload is None:
             metrics.VERDICTS.labels("unknown", "unknown_request").inc()
             logger.warning("request_id=%s verdict %s for an unknown upload; skipped",
                            request_id, verdict)
-            return
+            return False
         if upload["status"] not in OPEN_FOR_VERDICT or (
             verdict == "handoff" and upload["status"] == "handed_off"
         ):
@@ -94,21 +114,46 @@ class VerdictHandler:
             metrics.VERDICTS.labels(upload["service"], "late" if late else "duplicate").inc()
             logger.info("request_id=%s verdict %s ignored: already %s%s", request_id, verdict,
                         upload["status"], " (validation timed out)" if late else "")
-            return
-        self._apply(upload, verdict, reason, data)
+            return False
+        return True
 
-    def _apply(self, upload: dict[str, Any], verdict: str, reason: str | None,
-               data: dict[str, Any]) -> None:
-        request_id, key = upload["request_id"], upload["object_key"]
+    def _apply(self, todo: list[list[Any]]) -> None:
+        """Move the objects (idempotent), then record every verdict in one transaction."""
         started = time.monotonic()
-        destination = DESTINATION.get(verdict)
-        if destination:
-            try:
-                self.storage.move("quarantine", destination, key)
-            except FileNotFoundError:
+        moving = [item for item in todo if item[1] in DESTINATION]
+        moves = [("quarantine", DESTINATION[verdict], upload["object_key"])
+                 for upload, verdict, _, _ in moving]
+        missing = self.storage.move_many(moves) if len(moves) > 1 else self._move(moves)
+        for item, error in zip(moving, missing):
+            if error is not None:
                 logger.error("request_id=%s object %s is missing from storage; rejecting",
-                             request_id, key)
-                verdict, reason, destination = "failure", "payload missing from storage", None
+                             item[0]["request_id"], item[0]["object_key"])
+                item[1:3] = "failure", "payload missing from storage"
+        entries = [self._entry(*item) for item in todo]
+        results = self.database.apply_verdicts(entries)
+        elapsed = time.monotonic() - started
+        for (upload, verdict, reason, _), result in zip(todo, results):
+            metrics.VERDICTS.labels(upload["service"],
+                                    verdict if result == "applied" else result).inc()
+            metrics.STAGE_SECONDS.labels("verdict").observe(elapsed)
+            waited = (utcnow() - as_utc(upload["created_at"])).total_seconds()
+            metrics.STAGE_SECONDS.labels("upload_to_verdict").observe(waited)
+            metrics.CONSUMER_LAG.labels("upload-gateway").set(waited)
+            logger.info("request_id=%s verdict %s (%s)%s", upload["request_id"], verdict,
+                        result, f": {reason}" if reason else "")
+        self._on_recorded()
+
+    def _move(self, moves: list[tuple[str, str, str]]) -> list[FileNotFoundError | None]:
+        try:
+            for move in moves:
+                self.storage.move(*move)
+        except FileNotFoundError as exc:
+            return [exc]
+        return [None] * len(moves)
+
+    def _entry(self, upload: dict[str, Any], verdict: str, reason: str | None,
+               data: dict[str, Any]) -> tuple[Any, ...]:
+        request_id, key = upload["request_id"], upload["object_key"]
         messages = []
         if verdict == "success":
             url = self.storage.signed_url("perm", key, self.settings.url_expiry)
@@ -116,15 +161,7 @@ class VerdictHandler:
                                        available_message(upload, url, data),
                                        request_id=request_id, on_sent_status="available"))
         details = {k: v for k, v in data.items() if k not in ("request_id", "validation", "reason")}
-        result = self.database.apply_verdict(request_id, verdict, reason, details, messages)
-        metrics.VERDICTS.labels(upload["service"], verdict if result == "applied" else result).inc()
-        metrics.STAGE_SECONDS.labels("verdict").observe(time.monotonic() - started)
-        waited = (utcnow() - as_utc(upload["created_at"])).total_seconds()
-        metrics.STAGE_SECONDS.labels("upload_to_verdict").observe(waited)
-        metrics.CONSUMER_LAG.labels("upload-gateway").set(waited)
-        logger.info("request_id=%s verdict %s (%s)%s", request_id, verdict, result,
-                    f": {reason}" if reason else "")
-        self._on_recorded()
+        return request_id, verdict, reason, details, messages
 
 
 class TimeoutSweeper:

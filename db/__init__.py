@@ -135,6 +135,10 @@ class OutboxItem:
     on_sent_status: str | None = None
 
 
+# (request_id, verdict, reason, details, messages): the arguments of ``apply_verdict``
+Verdict = tuple[str, str, "str | None", dict[str, Any], Sequence[OutboxItem]]
+
+
 @dataclass(frozen=True)
 class OutboxRow:
     id: int
@@ -270,6 +274,14 @@ class Database:
             record = conn.execute(_GET_UPLOAD, {"rid": request_id}).mappings().first()
         return dict(record) if record else None
 
+    def get_uploads(self, request_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The recorded uploads among ``request_ids``, by request id."""
+        if not request_ids:
+            return {}
+        with self.engine.connect() as conn:
+            found = conn.execute(_UPLOADS_BY_IDS, {"ids": list(dict.fromkeys(request_ids))})
+            return {r["request_id"]: dict(r) for r in found.mappings()}
+
     def timeline(self, request_id: str) -> list[dict[str, Any]]:
         query = (
             select(upload_events.c.status, upload_events.c.message, upload_events.c.at)
@@ -327,18 +339,27 @@ class Database:
     ) -> str:
         """Record a validator's verdict. Returns ``applied``, ``duplicate`` (the upload is
         already decided: a redelivery) or ``unknown`` (no such upload)."""
-        status = VERDICT_STATUS[verdict]
+        return self.apply_verdicts([(request_id, verdict, reason, details, messages)])[0]
+
+    def apply_verdicts(self, verdicts: Sequence[Verdict]) -> list[str]:
+        """``apply_verdict`` for each of ``verdicts``, in order, in one transaction."""
         with self._begin() as conn:
-            changed = conn.execute(_APPLY_VERDICT[status], {
-                "rid": request_id, "new_reason": reason, "new_verdict": json.dumps(details),
-                "now": utcnow()}).mappings().first()
-            if changed is None:
-                exists = conn.execute(_UPLOAD_EXISTS, {"rid": request_id}).first()
-                return "duplicate" if exists else "unknown"
-            self._event(conn, request_id, status, reason)
-            row = dict(changed)
-            self._enqueue(conn, [*messages, self._status_item(row, status, reason or verdict)])
-            return "applied"
+            return [self._apply_verdict(conn, *verdict) for verdict in verdicts]
+
+    def _apply_verdict(self, conn: Connection, request_id: str, verdict: str,
+                       reason: str | None, details: dict[str, Any],
+                       messages: Sequence[OutboxItem]) -> str:
+        status = VERDICT_STATUS[verdict]
+        changed = conn.execute(_APPLY_VERDICT[status], {
+            "rid": request_id, "new_reason": reason, "new_verdict": json.dumps(details),
+            "now": utcnow()}).mappings().first()
+        if changed is None:
+            exists = conn.execute(_UPLOAD_EXISTS, {"rid": request_id}).first()
+            return "duplicate" if exists else "unknown"
+        self._event(conn, request_id, status, reason)
+        row = dict(changed)
+        self._enqueue(conn, [*messages, self._status_item(row, status, reason or verdict)])
+        return "applied"
 
     # outbox ------------------------------------------------------------------------------
 
@@ -366,14 +387,28 @@ class Database:
         """Delete delivered messages and record the statuses they stand for."""
         if not sent:
             return
+        with self._begin() as conn:
+            self._sent(conn, sent)
+
+    def outbox_sent_and_claim(self, sent: Sequence[OutboxRow], limit: int,
+                              lease_seconds: float = 30.0) -> list[OutboxRow]:
+        """``outbox_sent(sent)`` then ``claim_outbox(limit)`` in one transaction: the
+        relay's pass commits once instead of twice (the status messages that ``sent``
+        records are claimable at once)."""
+        with self._begin() as conn:
+            self._sent(conn, sent)
+            return self._claim(conn, limit, lease_seconds)
+
+    def _sent(self, conn: Connection, sent: Sequence[OutboxRow]) -> None:
+        if not sent:
+            return
         by_status: dict[str, list[str]] = {}
         for row in sent:
             if row.request_id and row.on_sent_status:
                 by_status.setdefault(row.on_sent_status, []).append(row.request_id)
-        with self._begin() as conn:
-            conn.execute(_DELETE_OUTBOX, {"ids": [r.id for r in sent]})
-            for status, request_ids in by_status.items():
-                self._advance_many(conn, request_ids, status)
+        conn.execute(_DELETE_OUTBOX, {"ids": [r.id for r in sent]})
+        for status, request_ids in by_status.items():
+            self._advance_many(conn, request_ids, status)
 
     def outbox_retry_later(self, rows: Sequence[OutboxRow], delay: float, error: str) -> None:
         if not rows:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Sequence
 
 from core.settings import Settings
 
@@ -68,6 +68,19 @@ class Storage(ABC):
         """Move an object between buckets. Idempotent: when the source is gone and the
         destination holds the object, it returns quietly (a redelivered verdict);
         ``FileNotFoundError`` when neither has it."""
+
+    def move_many(self, moves: Sequence[tuple[str, str, str]]) -> list[FileNotFoundError | None]:
+        """``move(src_bucket, dst_bucket, key)`` for each of ``moves`` (a batch of
+        verdicts); per move ``None`` or the ``FileNotFoundError`` it raised. Every move is
+        durable when this returns; a driver may sync them together (localdisk)."""
+        results: list[FileNotFoundError | None] = []
+        for src_bucket, dst_bucket, key in moves:
+            try:
+                self.move(src_bucket, dst_bucket, key)
+                results.append(None)
+            except FileNotFoundError as exc:
+                results.append(exc)
+        return results
 
     @abstractmethod
     def delete(self, bucket: str, key: str) -> None:

@@ -25,7 +25,7 @@ import errno
 import logging
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -200,19 +200,38 @@ class LocalDiskStorage(Storage):
         return self._path(bucket, key).is_file()
 
     def move(self, src_bucket: str, dst_bucket: str, key: str) -> None:
+        with _translate():
+            for directory in self._rename(src_bucket, dst_bucket, key):
+                _fsync_dir(directory)
+
+    def move_many(self, moves: Sequence[tuple[str, str, str]]) -> list[FileNotFoundError | None]:
+        """Rename every object, then fsync each directory involved once."""
+        results: list[FileNotFoundError | None] = []
+        directories: dict[Path, None] = {}
+        with _translate():
+            for src_bucket, dst_bucket, key in moves:
+                try:
+                    directories.update(dict.fromkeys(self._rename(src_bucket, dst_bucket, key)))
+                    results.append(None)
+                except FileNotFoundError as exc:
+                    results.append(exc)
+            for directory in directories:
+                _fsync_dir(directory)
+        return results
+
+    def _rename(self, src_bucket: str, dst_bucket: str, key: str) -> tuple[Path, ...]:
+        """Rename without syncing; returns the directories to fsync (none when the object
+        was moved already: a redelivered verdict)."""
         src = self._path(src_bucket, key)
         dst = self._path(dst_bucket, key)
-        with _translate():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.replace(src, dst)
-            except FileNotFoundError:
-                if dst.is_file():
-                    return  # already moved: a redelivered verdict
-                raise
-            _fsync_dir(dst.parent)
-            if src.parent != dst.parent:
-                _fsync_dir(src.parent)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:
+            if dst.is_file():
+                return ()
+            raise
+        return (dst.parent,) if src.parent == dst.parent else (dst.parent, src.parent)
 
     def delete(self, bucket: str, key: str) -> None:
         path = self._path(bucket, key)

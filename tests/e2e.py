@@ -106,9 +106,15 @@ def check_round_trip(gateway: Gateway, settings: Settings, verdict: str) -> dict
         assert code == 202, answer
         request_id = answer["request_id"]
         [announcement] = messages_for(announcements, {request_id}, 30)
-        fetched = fetch(announcement["url"])
-        assert fetched == data
-        assert hashlib.sha256(fetched).hexdigest() == announcement["checksums"]["sha256"]
+        try:
+            fetched = fetch(announcement["url"])
+        except urllib.error.HTTPError as exc:
+            # the validator and the verdict were quicker: the object left quarantine
+            assert exc.code == 404, exc
+            assert gateway.status(request_id)["status"] in ("validated", "available", "rejected")
+        else:
+            assert fetched == data
+            assert hashlib.sha256(fetched).hexdigest() == announcement["checksums"]["sha256"]
         final = {"success": "available", "failure": "rejected"}[verdict]
         status = wait_for(lambda: (s := gateway.status(request_id))["status"] == final and s, 30)
         assert status, gateway.status(request_id)

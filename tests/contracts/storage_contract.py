@@ -157,6 +157,21 @@ class StorageContract:
         with pytest.raises(FileNotFoundError):
             storage.move("quarantine", "perm", new_key())
 
+    def test_move_many(self, storage: Storage) -> None:
+        keys = [new_key() for _ in range(4)]
+        for key in keys[:3]:
+            put(storage, "quarantine", key, key.encode())
+        storage.move("quarantine", "perm", keys[2])  # moved already: a redelivery
+        results = storage.move_many([("quarantine", "perm", keys[0]),
+                                     ("quarantine", "reject", keys[1]),
+                                     ("quarantine", "perm", keys[2]),
+                                     ("quarantine", "perm", keys[3])])
+        assert results[:3] == [None, None, None] and isinstance(results[3], FileNotFoundError)
+        assert read_all(storage, "perm", keys[0]) == keys[0].encode()
+        assert read_all(storage, "reject", keys[1]) == keys[1].encode()
+        assert read_all(storage, "perm", keys[2]) == keys[2].encode()
+        assert list(storage.list_keys("quarantine")) == []
+
     def test_missing_object(self, storage: Storage) -> None:
         key = new_key()
         with pytest.raises(FileNotFoundError):

@@ -40,3 +40,37 @@ def test_loop_skips_junk_retries_transient_and_commits(tmp_path) -> None:  # typ
     consumer.close()
     producer.close()
     bus.close()
+
+
+def test_batch_handler_gets_what_is_fetched_and_falls_back_one_by_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bus = LocalBus(Settings.from_env({"WORKDIR": str(tmp_path)}))
+    producer = bus.producer()
+    values = [json.dumps({"n": n}).encode() for n in range(5)]
+    values.insert(2, b"\x00junk")
+    assert all(producer.send([OutMessage("t", "k", v) for v in values], 5))
+    batches: list[list[int]] = []
+    singles: list[int] = []
+
+    class Handler:
+        def __call__(self, data, message):  # type: ignore[no-untyped-def]
+            singles.append(data["n"])
+
+        def handle_batch(self, batch):  # type: ignore[no-untyped-def]
+            batches.append([data["n"] for data in batch])
+            if len(batches) == 1:
+                raise StorageUnavailable("the whole batch fails once")
+
+    loop = ConsumerLoop(bus, "g", ["t"], Handler())
+    loop.start()
+    try:
+        assert wait_for(lambda: singles == [0, 1, 2, 3, 4], 10)
+        assert batches == [[0, 1, 2, 3, 4]]  # junk skipped, the rest in one batch
+        assert all(producer.send([OutMessage("t", "k", json.dumps({"n": 9}).encode())], 5))
+        assert wait_for(lambda: batches[-1] == [9], 10)
+    finally:
+        loop.stop()
+    consumer = bus.consumer("g", ["t"])
+    assert consumer.poll(0.3) is None  # all committed
+    consumer.close()
+    producer.close()
+    bus.close()

@@ -107,3 +107,37 @@ def test_timeout_sweeper_rejects_overdue_and_ignores_late_verdict(handler: Verdi
     handler({"request_id": "r1", "validation": "success"})  # too late
     assert handler.database.get_upload("r1")["status"] == "rejected"
     assert sweeper.sweep() == 0
+
+
+def test_batch_applies_in_order_in_one_go(handler: VerdictHandler) -> None:
+    """A polled batch: one look-up, moves synced together, one transaction; a second
+    verdict for an upload in the same batch is a duplicate, a missing object a failure."""
+    storage, database = handler.storage, handler.database
+    for i in (2, 3, 4):
+        writer = storage.open_writer("quarantine", f"obj-{i}")
+        writer.write(b"payload")
+        writer.commit()
+        database.record_upload(_row(f"r{i}", object_key=f"obj-{i}"), utcnow(), [])
+    database.record_upload(_row("r5", object_key="obj-gone"), utcnow(), [])
+    database.claim_outbox(100)
+    handler.handle_batch([
+        {"request_id": "r1", "validation": "success", "id": 1},
+        {"request_id": "r1", "validation": "failure"},  # duplicate within the batch
+        {"request_id": "r2", "validation": "failure", "reason": "bad"},
+        {"request_id": "r3", "validation": "handoff"},
+        {"request_id": "r3", "validation": "success"},  # final verdict after the handoff
+        {"request_id": "nobody", "validation": "success"},
+        {"request_id": "r5", "validation": "success"},  # object missing: rejected
+    ])
+    statuses = {r: database.get_upload(r)["status"] for r in ("r1", "r2", "r3", "r4", "r5")}
+    assert statuses == {"r1": "validated", "r2": "rejected", "r3": "validated",
+                        "r4": "stored", "r5": "rejected"}
+    assert storage.exists("perm", "obj-1") and storage.exists("reject", "obj-2")
+    assert storage.exists("perm", "obj-3") and storage.exists("quarantine", "obj-4")
+    assert database.get_upload("r5")["reason"] == "payload missing from storage"
+    available = sorted(json.loads(r.value)["request_id"] for r in database.claim_outbox(100)
+                       if r.topic == "platform.upload.available")
+    assert available == ["r1", "r3"]
+    with pytest.raises(MalformedMessage):  # nothing is done before the whole batch parses
+        handler.handle_batch([{"request_id": "r4", "validation": "success"}, {}])
+    assert database.get_upload("r4")["status"] == "stored"
