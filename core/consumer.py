@@ -31,10 +31,11 @@ logger = logging.getLogger(__name__)
 
 TRANSIENT = (StorageUnavailable, BusUnavailable, DBAPIError, ConnectionError, TimeoutError)
 MAX_ATTEMPTS = 5
-# While a backlog is being worked through, offsets are committed every COMMIT_EVERY
-# messages or COMMIT_INTERVAL seconds instead of after each one (a commit of the embedded
-# bus is an fsynced transaction); as soon as the loop has caught up it commits at once.
-# At least once either way: what was handled but not committed is handled again.
+# Offsets are committed every COMMIT_EVERY messages or COMMIT_INTERVAL seconds after the
+# first uncommitted one was handled, busy or idle, instead of after each one (a commit of
+# the embedded bus is an fsynced transaction that every writer of the file queues behind,
+# a Kafka commit a broker round-trip). At least once either way: what was handled but not
+# committed is handled again.
 COMMIT_EVERY = 50
 COMMIT_INTERVAL = 0.1
 BATCH_MAX = 100
@@ -85,14 +86,16 @@ class ConsumerLoop:
         count, oldest = 0, 0.0
         try:
             while not self._stop.is_set():
+                due = oldest + COMMIT_INTERVAL - time.monotonic() if done else 0.2
                 try:
-                    message = consumer.poll(0 if done else 0.2)
+                    message = consumer.poll(max(0.0, min(due, 0.2)))
                 except BusUnavailable as exc:
                     logger.warning("%s: bus unavailable (%s); retrying", self.name, exc)
                     self._stop.wait(1.0)
                     continue
                 if message is None:
-                    self._commit_all(consumer, done)  # caught up: commit at once
+                    if done and time.monotonic() - oldest >= COMMIT_INTERVAL:
+                        self._commit_all(consumer, done)
                     continue
                 if self.batch_handler is None:
                     handled = [message] if self._handle(message) else []
@@ -125,11 +128,16 @@ class ConsumerLoop:
         done.clear()
 
     def _commit(self, consumer: Any, message: Message) -> None:
-        while not self._stop.is_set():
+        """Commit, retrying while the bus is down; once stopping, one attempt (it used to
+        be none, and the commit was dropped with ``done``)."""
+        while True:
             try:
                 consumer.commit(message)
                 return
             except BusUnavailable as exc:
+                if self._stop.is_set():
+                    logger.warning("%s: commit failed at stop (%s)", self.name, exc)
+                    return
                 logger.warning("%s: commit failed (%s); retrying", self.name, exc)
                 self._stop.wait(1.0)
 

@@ -6,7 +6,9 @@ Concurrency: one thread polls the bus and owns the consumer (polls and commits h
 it only); up to ``workers`` messages (``VALIDATOR_WORKERS``, 4) are checked at once on a
 thread pool. While the pool is full the poller stops polling. Offsets are committed in
 the order the messages were polled, per partition, and only up to the oldest message that
-is not finished yet, so a crash can only repeat work, never skip it. On Kafka the workers
+is not finished yet, so a crash can only repeat work, never skip it; at most every
+``COMMIT_INTERVAL`` (0.1 s), not after each message (every commit of the embedded bus is
+an fsynced transaction the other writers of the file wait for). On Kafka the workers
 share every partition this member was assigned; on the embedded bus a group reads a topic
 through one member at a time, so the concurrency there is per process (start more workers,
 not more processes). A message polled again while it is still in flight (a lease or
@@ -64,6 +66,7 @@ logger = logging.getLogger(__name__)
 FETCH_TIMEOUT = 30.0
 MAX_RETRY_DELAY = 60.0
 RECENT_ANSWERS = 1024
+COMMIT_INTERVAL = 0.1
 
 
 @dataclass(frozen=True)
@@ -206,9 +209,12 @@ class ValidatorLoop:
 
     def run(self) -> None:
         consumer = self.bus.consumer(self.group, [self.topic])
+        next_commit = 0.0
         try:
             while not self._stop.is_set():
-                self._commit(consumer)
+                if time.monotonic() >= next_commit:
+                    self._commit(consumer)
+                    next_commit = time.monotonic() + COMMIT_INTERVAL
                 if not self._slots.acquire(timeout=0.2):
                     continue
                 try:
