@@ -110,3 +110,20 @@ def test_prebuilt_statements_claim_in_order_and_tell_every_status(database: Data
     assert database.get_upload("r0")["status"] == "validated"
     assert {database.get_upload(f"r{i}")["status"] for i in range(1, 5)} == {"announced"}
     assert database.apply_verdict("r0", "failure", "late", {}) == "duplicate"
+
+
+def test_relay_pass_leaves_every_connection_fully_synchronous(database: Database) -> None:
+    """The relay's pass commits with synchronous=NORMAL on SQLite (replayable); the
+    connection goes back to the pool with FULL again, and the pass still commits."""
+    database.record_upload(_row(), utcnow(), [_announce()])
+    rows = database.outbox_sent_and_claim([], 10)
+    assert database.outbox_sent_and_claim(rows, 10)  # the "announced" status
+    assert database.get_upload("r1")["status"] == "announced"
+    if database.engine.dialect.name != "sqlite":
+        return
+    conns = [database.engine.connect() for _ in range(3)]  # the pooled ones among them
+    try:
+        assert [c.exec_driver_sql("PRAGMA synchronous").scalar() for c in conns] == [2, 2, 2]
+    finally:
+        for conn in conns:
+            conn.close()
