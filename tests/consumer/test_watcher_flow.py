@@ -1,6 +1,8 @@
 """The whole asset transfer workflow in one real ``python app.py``: OBJ files dropped in
 WATCH_DIR (stored gzip-compressed by the watcher, checked by the OBJ validator), associated
-through the API, bundled into plain OBJs."""
+through the API, bundled into plain OBJs, and downloaded from the URL in the
+``platform.upload.available`` message: on embedded defaults, and on Kafka + S3 +
+PostgreSQL."""
 from __future__ import annotations
 
 import io
@@ -11,6 +13,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bus import get_bus
+from bus.topics import all_topics
+from core.settings import Settings
 from tests.consumer.lab import obj_mesh
 from tests.e2e import Gateway, fetch
 from tests.helpers import wait_for
@@ -28,11 +35,44 @@ def post(gateway: Gateway, path: str, body: dict[str, Any]) -> Any:
         return json.loads(response.read())
 
 
-def test_dropped_files_are_bundled_after_association(tmp_path: Path) -> None:
+@pytest.fixture(params=["embedded", pytest.param(
+    "kafka-s3-postgres", marks=[pytest.mark.kafka, pytest.mark.s3, pytest.mark.postgres])])
+def mode_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    env = {"WORKDIR": str(tmp_path / "work")}
+    if request.param == "embedded":
+        return env
+    suffix = uuid.uuid4().hex[:10]
+    env.update({
+        "KAFKAMQ": request.getfixturevalue("kafka_bootstrap"),
+        "STORAGE_DRIVER": "s3", "S3_ENDPOINT_URL": request.getfixturevalue("moto_server"),
+        "S3_QUARANTINE": f"q-{suffix}", "S3_PERM": f"p-{suffix}", "S3_REJECT": f"r-{suffix}",
+        "DATABASE_URL": request.getfixturevalue("pg_url"),
+    })
+    request.getfixturevalue("kafka_topics")(all_topics(Settings.from_env(env)))
+    return env
+
+
+def available_bundle(settings: Settings, plan_uuid: str) -> dict[str, Any]:
+    """The treatment-plan announcement on platform.upload.available, as downstream sees it."""
+    bus = get_bus(settings)
+    consumer = bus.consumer(f"newcomer-{uuid.uuid4().hex[:8]}", ["platform.upload.available"])
+    try:
+        def poll() -> dict[str, Any] | None:
+            message = consumer.poll(0.5)
+            value = json.loads(message.value) if message else {}
+            return value if value.get("treatment_plan_uuid") == plan_uuid else None
+        found = wait_for(poll, 30, interval=0)
+        assert found, f"no available message for plan {plan_uuid}"
+        return found  # type: ignore[no-any-return]
+    finally:
+        consumer.close()
+        bus.close()
+
+
+def test_dropped_files_are_bundled_after_association(tmp_path: Path, mode_env: dict[str, str]) -> None:
     watch = tmp_path / "watch"
     watch.mkdir()
-    gateway = Gateway({"WORKDIR": str(tmp_path / "work"), "WATCH_DIR": str(watch),
-                       "WATCH_QUIET_SECONDS": "0.2"}).start()
+    gateway = Gateway({**mode_env, "WATCH_DIR": str(watch), "WATCH_QUIET_SECONDS": "0.2"}).start()
     try:
         case = f"W{uuid.uuid4().hex[:6].upper()}"
         files = {f"{case}_Step{n}.obj": obj_mesh(n) * 50 for n in (1, 2)}
@@ -50,5 +90,10 @@ def test_dropped_files_are_bundled_after_association(tmp_path: Path) -> None:
         [asset] = get(gateway, plan_path)["assets"]
         with zipfile.ZipFile(io.BytesIO(fetch(asset["url"]))) as archive:
             assert {name: archive.read(name) for name in archive.namelist()} == files
+        announced = available_bundle(Settings.from_env(gateway.env), plan_uuid)
+        assert announced["service"] == "treatment-plan" and announced["kind"] == "PROVPREV"
+        with zipfile.ZipFile(io.BytesIO(fetch(announced["url"]))) as archive:
+            assert sorted(archive.namelist()) == sorted(files)
+            assert all(archive.read(name) == data for name, data in files.items())
     finally:
         assert gateway.stop() == 0
