@@ -31,7 +31,11 @@ from storage import ObjectWriter, Storage
 logger = logging.getLogger(__name__)
 
 BLOCK = 1024 * 1024
-SNIFF_BYTES = 4096
+# libmagic's cost grows with the head it is given (text: 0.37 ms for 1 KiB, 0.85 ms for
+# 4 KiB here) while the types we route on (gzip, tar at offset 257, zip, text) are all
+# decided within the first KiB: measured in the same run, 1 KiB and 4 KiB gave the same
+# answers for text, OBJ, JSON, gzip and tar heads.
+SNIFF_BYTES = 1024
 
 
 def announcement_topic(service: str) -> str:
