@@ -39,7 +39,7 @@ class CallbackHandler(ApiHandler):
             raise ApiError("bad_request", f"a verdict is at most {MAX_BODY} bytes")
         try:
             body = json.loads(self.request.body or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise ApiError("bad_request", "the body must be a JSON verdict") from None
         if not isinstance(body, dict):
             raise ApiError("bad_request", "the body must be a JSON object")

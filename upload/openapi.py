@@ -49,6 +49,25 @@ SPEC: dict[str, Any] = {
                 "responses": {"200": {"description": "status and timeline"}, **_errors(400, 404)},
             }
         },
+        "/api/v1/callbacks/{request_id}": {
+            "post": {
+                "summary": "Record a verdict through the one-time callback_url of an announcement",
+                "parameters": [
+                    {"name": "request_id", "in": "path", "required": True,
+                     "schema": {"type": "string"}},
+                    {"name": "code", "in": "query", "required": True,
+                     "schema": {"type": "string"}},
+                ],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["validation"],
+                    "properties": {"validation": {"type": "string",
+                                                  "enum": ["success", "failure", "handoff"]},
+                                   "reason": {"type": "string"}},
+                }}}},
+                "responses": {"200": {"description": "verdict recorded"},
+                              **_errors(400, 403, 404, 409, 503)},
+            }
+        },
         "/api/v1/version": {"get": {"responses": {"200": {"description": "version"}}}},
         "/api/v1/health": {"get": {"responses": {"200": {"description": "healthy"},
                                                  "503": {"description": "a component is down"}}}},

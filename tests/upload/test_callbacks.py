@@ -132,3 +132,11 @@ async def test_storage_outage_releases_the_code(http_client, base_url, services,
     monkeypatch.undo()
     code, _ = await post(http_client, base_url, path, {"validation": "success"})
     assert code == 200 and status(services, "cb-8") == "validated"
+
+
+@pytest.mark.gen_test
+async def test_deeply_nested_verdict_body_is_a_400(http_client, base_url) -> None:  # type: ignore[no-untyped-def]
+    body = b"[" * 30_000 + b"]" * 30_000  # under MAX_BODY, far past the recursion limit
+    response = await http_client.fetch(f"{base_url}/api/v1/callbacks/r1?code=x", method="POST",
+                                       body=body, raise_error=False)
+    assert response.code == 400, response.body
