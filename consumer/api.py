@@ -51,7 +51,7 @@ def plan_uuid_of(raw: str) -> str:
 def parse_association(body: bytes) -> tuple[list[int], str]:
     try:
         data = json.loads(body or b"null")
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError("bad_request", "the body is not JSON") from None
     if not isinstance(data, dict):
         raise ApiError("bad_request", 'the body must be {"transfer_ids": [...], "user": "..."}')

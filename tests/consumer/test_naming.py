@@ -57,3 +57,12 @@ def test_migration_creates_the_tables_the_code_describes(database: Database) -> 
     with database.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"include_name": include_name})
         assert compare_metadata(context, metadata) == []
+
+
+def test_association_body_nested_too_deep_is_a_bad_request() -> None:
+    from consumer.api import parse_association
+    from upload.errors import ApiError
+
+    with pytest.raises(ApiError) as raised:
+        parse_association(b"[" * 30_000 + b"]" * 30_000)
+    assert raised.value.status_code == 400
