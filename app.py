@@ -173,15 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    if args.role == "watcher" and settings.watch_dir is None:
-        print("configuration error: role watcher needs WATCH_DIR", file=sys.stderr)
-        return 2
     if args.role in ("all", "validator"):
         try:
             preflight(settings, args.name if args.role == "validator" else "all")
         except (UnknownValidator, FileNotFoundError) as exc:
             print(f"configuration error: {exc}", file=sys.stderr)
             return 2
+    if args.role == "watcher" and settings.watch_dir is None:
+        print("configuration error: role watcher needs WATCH_DIR", file=sys.stderr)
+        return 2
     asyncio.run(serve(args, settings))
     return 0
 
