@@ -26,7 +26,10 @@ every 20 ms (the backoff resets when a message arrives), so a message from anoth
 is seen within about 20 ms of its commit. Rows are fetched 100 at a time. One SQLite
 connection per thread and per object.
 
-Limits: no retention; the log grows until the file is removed. All processes must be on
+Retention: a producer prunes the log at most every ``PRUNE_INTERVAL`` seconds: a message
+older than ``BUS_RETENTION_HOURS`` (168) goes once every group that reads its topic has
+committed past it (a topic nobody has read is pruned by age alone, as Kafka does). A group
+that stops reading therefore holds its topic's log until it is deleted from ``offsets``. All processes must be on
 one machine with a local file system (WAL needs shared memory).
 """
 from __future__ import annotations
@@ -202,6 +205,7 @@ class LocalBus(Bus):
     def __init__(self, settings: Settings, lease_seconds: float = LEASE_SECONDS) -> None:
         self.path = settings.bus_path
         self.lease_seconds = lease_seconds
+        self.retention = settings.bus_retention_hours * 3600.0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conns = _Connections(self.path)
         conn = self._conns.get()
@@ -212,7 +216,7 @@ class LocalBus(Bus):
             raise BusUnavailable(f"cannot prepare {self.path}: {exc}") from exc
 
     def producer(self) -> "LocalProducer":
-        return LocalProducer(self.path)
+        return LocalProducer(self.path, self.retention)
 
     def consumer(self, group: str, topics: Sequence[str]) -> "LocalConsumer":
         return LocalConsumer(self.path, group, topics, self.lease_seconds)
@@ -230,10 +234,30 @@ class LocalBus(Bus):
         self._conns.close()
 
 
+PRUNE_INTERVAL = 600.0
+PRUNE_SQL = (
+    "DELETE FROM messages WHERE ts < ? AND id <= COALESCE("
+    "(SELECT MIN(committed_id) FROM offsets WHERE offsets.topic = messages.topic), id)"
+)
+
+
 class LocalProducer(Producer):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, retention: float = 168 * 3600.0) -> None:
         self._conns = _Connections(path)
         self._appends = _appends(path)
+        self._retention = retention
+        self._pruned_at = time.monotonic()
+
+    def prune(self) -> int:
+        """Delete what retention allows (see the module docstring); returns how many."""
+        cutoff = time.time() - self._retention
+        conn = self._conns.get()
+        deleted = _in_write_transaction(conn, lambda c: c.execute(PRUNE_SQL, (cutoff,)).rowcount)
+        self._pruned_at = time.monotonic()
+        if deleted:
+            logger.info("embedded bus: pruned %d messages older than %.0f h", deleted,
+                        self._retention / 3600)
+        return deleted
 
     def send(self, messages: Sequence[OutMessage], timeout: float) -> list[bool]:
         """Append every message in one transaction: all acknowledged, or BusUnavailable."""
@@ -246,6 +270,11 @@ class LocalProducer(Producer):
         sql = "INSERT INTO messages (topic, key, value, ts) VALUES (?, ?, ?, ?)"
         _in_write_transaction(conn, lambda c: c.executemany(sql, rows))
         self._appends.appended([m.topic for m in messages])
+        if time.monotonic() - self._pruned_at > PRUNE_INTERVAL:
+            try:
+                self.prune()
+            except BusUnavailable as exc:  # the messages are in; pruning can wait
+                logger.warning("embedded bus: pruning failed: %s", exc)
         return [True] * len(messages)
 
     def close(self) -> None:

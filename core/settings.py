@@ -182,6 +182,7 @@ class Settings:
     url_signing_key: bytes = field(default=b"", repr=False)
     test_validator_verdict: str = "success"
     upload_threads: int = 16
+    bus_retention_hours: float = 168.0
     asset_name_pattern: str = DEFAULT_ASSET_NAME_PATTERN
     validators: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     validator_commands: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -244,6 +245,7 @@ class Settings:
             url_signing_key=_signing_key(env, workdir),
             test_validator_verdict=verdict,
             upload_threads=_int(env, "UPLOAD_THREADS", 16, minimum=1),
+            bus_retention_hours=_float(env, "BUS_RETENTION_HOURS", 168.0),
             asset_name_pattern=_name_pattern(env, "ASSET_NAME_PATTERN",
                                              DEFAULT_ASSET_NAME_PATTERN),
             **_validator_settings(env, _list(env, "VALID_UPLOAD_TYPES",

@@ -176,3 +176,32 @@ def test_send_wakes_an_idle_poll_of_the_same_process(bus: LocalBus, topic: str,
     assert not thread.is_alive() and [m.value for m in got] == [b"here"]  # type: ignore[attr-defined]
     producer.close()
     consumer.close()
+
+
+def test_retention_prunes_only_old_messages_every_group_has_done(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time as clock
+
+    from bus import OutMessage
+    from bus.local import LocalBus
+    from core.settings import Settings
+
+    bus = LocalBus(Settings.from_env({"WORKDIR": str(tmp_path), "BUS_RETENTION_HOURS": "0.0001"}))
+    producer = bus.producer()
+    producer.send([OutMessage("read", "k", b"%d" % n) for n in range(3)], 5)
+    producer.send([OutMessage("unread", "k", b"x")], 5)
+    fast, slow = bus.consumer("fast", ["read"]), bus.consumer("slow", ["read"])
+    for _ in range(3):
+        message = fast.poll(1)
+        assert message is not None
+        fast.commit(message)
+    first = slow.poll(1)
+    assert first is not None
+    slow.commit(first)  # the slow group has done only the first message
+    clock.sleep(0.5)  # every message is now older than the 0.36 s retention
+    assert producer.prune() == 2  # "read" #1, done by both groups; "unread": no group reads it
+    for message in (slow.poll(1), slow.poll(1)):
+        assert message is not None  # what the slow group has not done is still there
+    for consumer in (fast, slow):
+        consumer.close()
+    producer.close()
+    bus.close()
