@@ -28,6 +28,7 @@ import zipfile
 import zlib
 from typing import IO, Any, Callable, Sequence
 
+from bus import topics
 from consumer import plans
 from consumer.naming import BUNDLED_TYPE, base_name
 from consumer.plans import Claim, PlanFile
@@ -37,8 +38,8 @@ from storage import ObjectWriter, Storage
 
 logger = logging.getLogger(__name__)
 
-ASSET_TRANSFER_TOPIC = "platform.asset-transfer"
-AVAILABLE_TOPIC = "platform.upload.available"
+ASSET_TRANSFER_TOPIC = topics.ASSET_TRANSFER
+AVAILABLE_TOPIC = topics.AVAILABLE
 SERVICE = "treatment-plan"
 CONTENT_TYPE = "application/vnd.redhat.treatment-plan.provprev+zip"
 BLOCK = 1024 * 1024

@@ -23,7 +23,7 @@ import logging
 import re
 from typing import Any, Callable
 
-from bus import Message
+from bus import Message, topics
 from consumer import records
 from consumer.naming import parse_file_name
 from consumer.records import TransferEvent
@@ -33,8 +33,8 @@ from db import Database
 
 logger = logging.getLogger(__name__)
 
-ASSET_TRANSFER_TOPIC = "platform.asset-transfer"
-AVAILABLE_TOPIC = "platform.upload.available"
+ASSET_TRANSFER_TOPIC = topics.ASSET_TRANSFER
+AVAILABLE_TOPIC = topics.AVAILABLE
 TOPICS = (ASSET_TRANSFER_TOPIC, AVAILABLE_TOPIC)
 ASSET_SERVICE = "assets"
 KINDS = {"sdc_asset_transfer_file_created": "created", "sdc_asset_transfer_file_uploaded": "uploaded"}

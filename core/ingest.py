@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 import magic
 
+from bus.topics import service_topic
 from core import metrics
 from core.callbacks import callback_url
 from core.groupcommit import GroupCommitter
@@ -36,10 +37,6 @@ BLOCK = 1024 * 1024
 # decided within the first KiB: measured in the same run, 1 KiB and 4 KiB gave the same
 # answers for text, OBJ, JSON, gzip and tar heads.
 SNIFF_BYTES = 1024
-
-
-def announcement_topic(service: str) -> str:
-    return f"platform.upload.{service}"
 
 
 @dataclass
@@ -95,9 +92,13 @@ class PayloadWriter:
         if self._pending_bytes >= BLOCK:
             await self._flush_block()
 
-    async def _flush_block(self) -> None:
+    def _take_pending(self) -> bytes:
         block = b"".join(self._pending)
         self._pending, self._pending_bytes = [], 0
+        return block
+
+    async def _flush_block(self) -> None:
+        block = self._take_pending()
         if self._inflight is not None:
             await self._inflight
         loop = asyncio.get_running_loop()
@@ -130,8 +131,7 @@ class PayloadWriter:
 
     async def commit(self) -> dict[str, str]:
         """Write what is left and make the object durable. Returns the checksums."""
-        block = b"".join(self._pending)
-        self._pending, self._pending_bytes = [], 0
+        block = self._take_pending()
         if self._inflight is not None:
             await self._inflight
         loop = asyncio.get_running_loop()
@@ -195,7 +195,7 @@ class Ingestor:
         announcement = self._announcement(writer, checksums)
         row = self._row(writer, checksums)
         loop = asyncio.get_running_loop()
-        item = OutboxItem(announcement_topic(payload.service), payload.request_id, announcement,
+        item = OutboxItem(service_topic(payload.service), payload.request_id, announcement,
                           request_id=payload.request_id, on_sent_status="announced")
         items = [item, *(messages(announcement) if messages else [])]
         try:

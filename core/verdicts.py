@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from bus import Message
+from bus import Message, topics
 from core import metrics
 from core.consumer import MalformedMessage
 from core.settings import Settings
@@ -30,8 +30,8 @@ from storage import Storage
 
 logger = logging.getLogger(__name__)
 
-VALIDATION_TOPIC = "platform.upload.validation"
-AVAILABLE_TOPIC = "platform.upload.available"
+VALIDATION_TOPIC = topics.VALIDATION
+AVAILABLE_TOPIC = topics.AVAILABLE
 DESTINATION = {"success": "perm", "failure": "reject"}
 
 

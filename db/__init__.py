@@ -29,6 +29,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from bus.topics import PAYLOAD_STATUS
 from db.schema import outbox, upload_events, uploads
 
 logger = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def make_engine(url: str) -> Engine:
 
 
 class Database:
-    def __init__(self, url: str, status_topic: str = "platform.payload-status") -> None:
+    def __init__(self, url: str, status_topic: str = PAYLOAD_STATUS) -> None:
         self.url = url
         self.engine = make_engine(url)
         self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else None
