@@ -206,12 +206,3 @@ class ConsumerLoop:
         logger.warning("%s: skipped message key=%s on %s offset %d: %s (%s)", self.name,
                        message.key, message.topic, message.offset, reason, detail)
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` passes (for start-up and tests)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
