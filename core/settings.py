@@ -114,7 +114,7 @@ def _validator_settings(env: Mapping[str, str], services: tuple[str, ...]) -> di
     commands: dict[str, tuple[str, ...]] = {}
     timeouts: dict[str, float] = {}
     for service in services:
-        suffix = service.upper().replace("-", "_")
+        suffix = env_suffix(service)
         raw = env.get(f"VALIDATOR_COMMAND_{suffix}")
         if raw:
             try:
@@ -128,12 +128,17 @@ def _validator_settings(env: Mapping[str, str], services: tuple[str, ...]) -> di
     prefix = "VALIDATOR_COMMAND_"
     for name in env:
         if name.startswith(prefix) and env[name] and not any(
-                name == prefix + s.upper().replace("-", "_") for s in services):
+                name == prefix + env_suffix(s) for s in services):
             raise SettingsError(f"{name}: no such service in VALID_UPLOAD_TYPES")
     return {"validators": checks, "validator_commands": commands,
             "validator_timeouts": timeouts,
             "validator_workers": _int(env, "VALIDATOR_WORKERS", 4, minimum=1),
             "validator_max_attempts": _int(env, "VALIDATOR_MAX_ATTEMPTS", 3, minimum=1)}
+
+
+def env_suffix(service: str) -> str:
+    """``advisor`` → ``ADVISOR``: the suffix of that service's variables."""
+    return service.upper().replace("-", "_")
 
 
 def _signing_key(env: Mapping[str, str], workdir: Path) -> bytes:

@@ -48,11 +48,6 @@ KILL_GRACE = 2.0
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
-def env_suffix(service: str) -> str:
-    """``advisor`` → ``ADVISOR``: the suffix of that service's variables."""
-    return service.upper().replace("-", "_")
-
-
 def _tail(path: str) -> str:
     with open(path, "rb") as handle:
         handle.seek(0, os.SEEK_END)

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from typing import Any, BinaryIO
 
-from bus import Bus
-from validators.loop import Check, ValidatorLoop, Verdict
-
-SERVICE = "testareno"
+from validators.loop import Check, Verdict
 
 
 def make_check(verdict: str) -> Check:
@@ -21,7 +18,3 @@ def make_check(verdict: str) -> Check:
 def from_settings(settings: Any) -> Check:
     """The registry's factory (validators.CHECKS)."""
     return make_check(settings.test_validator_verdict)
-
-
-def make_test_validator(bus: Bus, verdict: str) -> ValidatorLoop:
-    return ValidatorLoop(bus, SERVICE, make_check(verdict))
