@@ -4,12 +4,15 @@ database transaction (the outbox), after which nothing can lose it.
 
 Writes are coalesced into blocks of ``BLOCK`` bytes and handed to a bounded thread pool;
 at most one block per payload is being written while the next is gathered, so memory per
-payload stays near 2 × ``BLOCK`` and a slow disk slows the client (backpressure).
+payload stays near 2 × ``BLOCK`` and a slow disk slows the client (backpressure). The
+object is opened by the first block's task, so a small payload costs one trip to the pool
+(open, write, fsync, rename) instead of two.
 """
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -63,14 +66,15 @@ class PayloadWriter:
     """Streams one payload into quarantine. ``write`` awaits only when the previous block
     is still being written: that is the backpressure."""
 
-    def __init__(self, payload: Payload, writer: ObjectWriter, object_key: str,
-                 executor: Executor) -> None:
+    def __init__(self, payload: Payload, open_writer: Callable[[], ObjectWriter],
+                 object_key: str, executor: Executor) -> None:
         self.payload = payload
         self.object_key = object_key
         self.size = 0
         self.stored_size = 0
         self.mime: str | None = None
-        self._writer = writer
+        self._open_writer = open_writer
+        self._writer: ObjectWriter | None = None
         self._executor = executor
         self._sha256 = hashlib.sha256()
         self._stored_sha256 = hashlib.sha256() if payload.compress else None
@@ -116,7 +120,13 @@ class PayloadWriter:
         if self._stored_sha256 is not None:
             self._stored_sha256.update(block)
         self.stored_size += len(block)
-        self._writer.write(block)
+        self._object().write(block)
+
+    def _object(self) -> ObjectWriter:
+        """The object being written, opened on first use (in a pool thread)."""
+        if self._writer is None:
+            self._writer = self._open_writer()
+        return self._writer
 
     def _write_last_and_finish(self, block: bytes) -> None:
         self._write_block(block)
@@ -127,7 +137,7 @@ class PayloadWriter:
     def _finish(self) -> None:
         if self._gzip is not None:
             self._write_stored(self._gzip.flush())
-        self._writer.commit()
+        self._object().commit()
 
     async def commit(self) -> dict[str, str]:
         """Write what is left and make the object durable. Returns the checksums."""
@@ -154,8 +164,9 @@ class PayloadWriter:
                 await self._inflight
             except Exception:  # noqa: BLE001 - the write that failed is why we abort
                 pass
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._writer.abort)
+        if self._writer is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._writer.abort)
 
 
 class Ingestor:
@@ -173,13 +184,11 @@ class Ingestor:
     def close(self) -> None:
         self._committer.close()
 
-    async def open(self, payload: Payload) -> PayloadWriter:
+    def open(self, payload: Payload) -> PayloadWriter:
+        """A writer for ``payload``; the object itself is opened by its first write."""
         key = uuid.uuid4().hex
-        loop = asyncio.get_running_loop()
-        writer = await loop.run_in_executor(
-            self.executor, self.storage.open_writer, "quarantine", key
-        )
-        return PayloadWriter(payload, writer, key, self.executor)
+        open_writer = functools.partial(self.storage.open_writer, "quarantine", key)
+        return PayloadWriter(payload, open_writer, key, self.executor)
 
     async def finish(
         self,

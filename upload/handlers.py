@@ -109,7 +109,7 @@ class UploadHandler(ApiHandler):
             principal=identity.principal if identity else None,
             b64_identity=identity.raw if identity else None,
         )
-        self.writer = await self.services.ingestor.open(payload)
+        self.writer = self.services.ingestor.open(payload)
 
     async def _fail(self, error: ApiError) -> None:
         """Answer now, remove partial data, ignore the rest of the body."""

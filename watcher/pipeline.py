@@ -240,7 +240,7 @@ class Pipeline:
     async def _store(self, payload: Payload, path: Path, found: Digest,
                      events: list[OutboxItem]) -> dict[str, Any]:
         ingestor = self.services.ingestor
-        writer = await ingestor.open(payload)
+        writer = ingestor.open(payload)
         try:
             if found.data is not None:
                 await writer.write(found.data)

@@ -39,6 +39,8 @@ def open_upload(port: int, declared: int, first: bytes) -> socket.socket:
 
 
 def first_part(size: int) -> bytes:
+    """The start of a file part with ``size`` bytes. Callers send more than the ingest
+    path's 1 MiB block, so that the object exists in quarantine."""
     return (b"--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n"
             b"Content-Type: " + CT_TESTARENO.encode() + b"\r\n\r\n" + b"x" * size)
 
@@ -105,7 +107,7 @@ def test_sigterm_grace_runs_out_on_a_stalled_upload(tmp_path: Path) -> None:
     settings = Settings.from_env(env)
     gateway = Gateway(env, ["gateway"]).start()
     assert gateway.process is not None
-    stalled = open_upload(gateway.port, 1_000_000, first_part(100_000))
+    stalled = open_upload(gateway.port, 8_000_000, first_part(3_000_000))
     try:
         assert wait_for(lambda: incomplete(settings), 5), "the upload did not start"
         started = time.monotonic()
@@ -163,7 +165,7 @@ def test_slow_body_is_cut_off_and_its_partial_upload_removed(tmp_path: Path) -> 
     gateway = Gateway(env, ["gateway"]).start()
     assert gateway.process is not None
     try:
-        slow = open_upload(gateway.port, 2_000_000, first_part(300_000))
+        slow = open_upload(gateway.port, 8_000_000, first_part(3_000_000))
         assert wait_for(lambda: incomplete(settings), 5), "the upload did not start"
         started = time.monotonic()
         cut = False
