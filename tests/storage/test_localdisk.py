@@ -15,6 +15,7 @@ import pytest
 from core.settings import Settings
 from core.signing import DOWNLOAD_PREFIX, verify_download
 from storage import Storage, StorageUnavailable, get_storage
+from storage import localdisk
 from storage.localdisk import LocalDiskStorage
 from tests.contracts.storage_contract import StorageContract, new_key, put
 
@@ -149,6 +150,33 @@ def test_commit_syncs_once(storage: LocalDiskStorage, monkeypatch: pytest.Monkey
     assert calls == []
     writer.commit()
     assert len(calls) == 2  # the file, then its directory
+
+
+def test_write_behind_hands_ranges_to_the_disk(
+    storage: LocalDiskStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every WRITE_BEHIND bytes the written range is handed to the kernel; the object is
+    still exactly what was written, ranges and all."""
+    ranges: list[tuple[int, int]] = []
+    real = localdisk._sync_file_range
+    if real is None:
+        pytest.skip("no sync_file_range on this platform")
+
+    def spy(fd: int, offset: int, length: int, flags: int) -> int:
+        ranges.append((offset, length))
+        return real(fd, offset, length, flags)
+
+    monkeypatch.setattr(localdisk, "_sync_file_range", spy)
+    monkeypatch.setattr(localdisk, "WRITE_BEHIND", 3_000_000)
+    key = new_key()
+    pieces = [bytes([n]) * 1_300_000 for n in range(8)]
+    writer = storage.open_writer("quarantine", key)
+    for piece in pieces:
+        writer.write(piece)
+    writer.commit()
+    assert ranges == [(0, 3_900_000), (3_900_000, 3_900_000)]
+    with storage.open_reader("quarantine", key) as reader:
+        assert reader.read() == b"".join(pieces)
 
 
 def _fail_on_temp_files(monkeypatch: pytest.MonkeyPatch, name: str, code: int) -> None:
