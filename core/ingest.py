@@ -22,12 +22,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import magic
-
 from bus.topics import service_topic
 from core import metrics
 from core.callbacks import callback_url
 from core.groupcommit import GroupCommitter
+from core.mime import sniff
 from core.settings import Settings
 from db import Database, OutboxItem, utcnow
 from storage import ObjectWriter, Storage
@@ -132,7 +131,7 @@ class PayloadWriter:
         self._write_block(block)
         self._finish()
         # libmagic takes milliseconds on text: sniff here, off the event loop
-        self.mime = magic.from_buffer(bytes(self._head), mime=True) if self.size else "application/x-empty"
+        self.mime = sniff(bytes(self._head))
 
     def _finish(self) -> None:
         if self._gzip is not None:

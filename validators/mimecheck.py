@@ -27,8 +27,7 @@ import logging
 import zlib
 from typing import Any, BinaryIO
 
-import magic
-
+from core.mime import sniff
 from validators.archive import suffix
 from validators.loop import Verdict
 
@@ -55,10 +54,6 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "pdf": ("application/pdf",),
 }
 INNER_TAR = ("tgz", "tar.gz")
-
-
-def sniff(head: bytes) -> str:
-    return magic.from_buffer(head, mime=True) if head else "application/x-empty"
 
 
 def _gunzip_head(head: bytes) -> bytes:
