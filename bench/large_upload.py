@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 from common import (MiB, RssSampler, banner, body_file, cpu_seconds, mib, post_file,
-                    start_baseline, start_gateway, temp_workdir)
+                    remove_workdir, start_baseline, start_gateway, temp_workdir)
 
 
 def clear(directory) -> None:  # type: ignore[no-untyped-def]
@@ -82,7 +81,7 @@ def main() -> None:
     finally:
         gateway.stop()
         baseline.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir)
 
 
 if __name__ == "__main__":

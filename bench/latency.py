@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -25,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, banner, percentile, small_body, start_gateway, temp_workdir
+from common import (ROOT, banner, percentile, remove_workdir, small_body, start_gateway,
+                    temp_workdir)
 
 from bus import OutMessage, get_bus
 from core.settings import Settings
@@ -189,7 +189,7 @@ def run(kind: str, rate: float, seconds: float) -> None:
         if mock is not None:
             mock.terminate()
             mock.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir)
 
 
 def main() -> None:

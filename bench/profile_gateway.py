@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import MiB, ROOT, body_file, post_file, start_gateway, temp_workdir
+from common import MiB, ROOT, body_file, post_file, remove_workdir, start_gateway, temp_workdir
 
 OUT = ROOT / "bench" / "profiles"
 
@@ -97,7 +96,7 @@ def main() -> None:
         spy.send_signal(2)
         spy.wait(30)
         gateway.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir)
     summarize(out)
     per_thread(out)
 

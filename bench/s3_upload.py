@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 
 from common import (MiB, ROOT, RssSampler, banner, body_file, free_port, mib, post_file,
-                    proc_status, start_gateway, temp_workdir)
+                    proc_status, remove_workdir, start_gateway, temp_workdir)
 
 MOTO = ("import sys, time\nfrom moto.server import ThreadedMotoServer\n"
         "server = ThreadedMotoServer(ip_address='127.0.0.1', port=int(sys.argv[1]), verbose=False)\n"
@@ -106,7 +105,7 @@ def main() -> None:
             gateway.stop()
         moto.terminate()
         moto.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir)
 
 
 if __name__ == "__main__":

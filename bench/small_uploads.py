@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
 
-from common import banner, cpu_seconds, small_body, start_baseline, start_gateway, temp_workdir
+from common import (banner, cpu_seconds, remove_workdir, small_body, start_baseline,
+                    start_gateway, temp_workdir)
 
 LUA = """
 local f = assert(io.open("{body}", "rb"))
@@ -101,7 +101,7 @@ def main() -> None:
     finally:
         gateway.stop()
         baseline.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir)
 
 
 if __name__ == "__main__":

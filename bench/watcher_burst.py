@@ -21,14 +21,13 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import ROOT, Server, banner, free_port
+from common import ROOT, Server, banner, free_port, remove_workdir
 
 from bus import get_bus
 from core.settings import Settings
@@ -144,7 +143,7 @@ def main() -> None:
         extra = dict(item.split("=", 1) for item in args.env)
         found = run_watcher(base, paths, args.quiet, args.idle, extra)
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        remove_workdir(base)
     rate = args.files / found["all"]
     print(f"baseline  copy + sha256 + fsync, 8 threads:   {copy_seconds:6.1f} s "
           f"({args.files / copy_seconds:.0f} files/s)")
