@@ -64,17 +64,18 @@ def _boundary(headers: object) -> bytes:
 
 
 class PartTarget:
-    """Collects one part's chunks until the handler takes them."""
+    """Collects one part's chunks until the handler takes them. The chunks are views into
+    the network chunks (no copy); the ingest path copies each byte once, into its block."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.chunks: list[bytes] = []
+        self.chunks: list[memoryview] = []
         self.starts = 0
         self.finished = False
         self.multipart_filename: str | None = None
         self.multipart_content_type: str | None = None
 
-    def take(self) -> list[bytes]:
+    def take(self) -> list[memoryview]:
         chunks, self.chunks = self.chunks, []
         return chunks
 
@@ -153,7 +154,7 @@ class MultipartStream:
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._current is not None and end > start:
-            self._current.chunks.append(data[start:end])
+            self._current.chunks.append(memoryview(data)[start:end])
 
     def _on_part_end(self) -> None:
         if self._current is not None:
