@@ -1,4 +1,5 @@
-"""The gateway's database: uploads, their status timeline, and the outbox.
+"""The gateway's database: uploads, their status timeline, and the outbox (its queries
+in ``db.outbox``, the engine in ``db.engine``).
 
 SQLAlchemy Core over SQLite (default, a file under ``WORKDIR``, WAL with synchronous=FULL so
 that a commit survives a crash) or PostgreSQL (``DATABASE_URL=postgresql://…``; the
@@ -16,21 +17,22 @@ import datetime as dt
 import json
 import logging
 import threading
-import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, bindparam, create_engine, event, func, insert, select, update
-from sqlalchemy import delete as sql_delete
-from sqlalchemy.engine import Engine
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bus.topics import PAYLOAD_STATUS
-from db.schema import outbox, upload_events, uploads
+from db.engine import as_utc, make_engine, utcnow
+from db.outbox import OutboxItem, OutboxQueries, OutboxRow
+from db.schema import upload_events, uploads
+
+__all__ = ["OPEN_FOR_VERDICT", "RANK", "VERDICT_STATUS", "Database", "OutboxItem", "OutboxRow",
+           "Verdict", "as_utc", "make_engine", "utcnow"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,6 @@ _UPLOAD_EXISTS = select(uploads.c.request_id).where(uploads.c.request_id == bind
 _UPLOADS_BY_IDS = select(uploads).where(uploads.c.request_id.in_(_IDS))
 _INSERT_UPLOADS = insert(uploads)
 _INSERT_EVENTS = insert(upload_events)
-_INSERT_OUTBOX = insert(outbox)
 _EVENT_EXISTS = (
     select(upload_events.c.id)
     .where(upload_events.c.request_id == bindparam("rid"))
@@ -68,8 +69,6 @@ _EVENTS_DONE = (
     .where(upload_events.c.request_id.in_(_IDS))
     .where(upload_events.c.status == bindparam("st"))
 )
-_DELETE_OUTBOX = sql_delete(outbox).where(outbox.c.id.in_(_IDS))
-_FREE = outbox.c.claimed_until.is_(None) | (outbox.c.claimed_until < bindparam("now"))
 
 
 def _advance_statement(status: str, many: bool) -> Any:
@@ -95,84 +94,11 @@ _APPLY_VERDICT = {
     .returning(*uploads.c)
     for status in set(VERDICT_STATUS.values())
 }
-_CLAIMS: dict[int, Any] = {}
-
-
-def _claim_statement(limit: int) -> Any:
-    """Lease the ``limit`` oldest free messages in one UPDATE … RETURNING (SQLite ≥ 3.35,
-    PostgreSQL); built once per limit."""
-    statement = _CLAIMS.get(limit)
-    if statement is None:
-        ids = select(outbox.c.id).where(_FREE).order_by(outbox.c.id).limit(limit)
-        statement = _CLAIMS[limit] = (
-            update(outbox)
-            .where(outbox.c.id.in_(ids.scalar_subquery()))
-            .where(_FREE)
-            .values(claimed_by=bindparam("me"), claimed_until=bindparam("until"))
-            .returning(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value,
-                       outbox.c.request_id, outbox.c.on_sent_status, outbox.c.attempts)
-        )
-    return statement
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def as_utc(value: dt.datetime) -> dt.datetime:
-    """SQLite hands back naive datetimes; every time we store is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    """A message to publish once the transaction that records it commits. When the relay
-    has delivered it, ``on_sent_status`` (if any) is recorded for ``request_id``."""
-
-    topic: str
-    key: str | None
-    value: dict[str, Any]
-    request_id: str | None = None
-    on_sent_status: str | None = None
-
-
 # (request_id, verdict, reason, details, messages): the arguments of ``apply_verdict``
 Verdict = tuple[str, str, "str | None", dict[str, Any], Sequence[OutboxItem]]
 
 
-@dataclass(frozen=True)
-class OutboxRow:
-    id: int
-    topic: str
-    key: str | None
-    value: bytes
-    request_id: str | None
-    on_sent_status: str | None
-    attempts: int
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
-
-
-def make_engine(url: str) -> Engine:
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, pool_size=20, max_overflow=20)
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
-
-
-class Database:
+class Database(OutboxQueries):
     def __init__(self, url: str, status_topic: str = PAYLOAD_STATUS) -> None:
         self.url = url
         self.engine = make_engine(url)
@@ -382,78 +308,6 @@ class Database:
         self._enqueue(conn, [*messages, self._status_item(row, status, reason or verdict)])
         return "applied"
 
-    # outbox ------------------------------------------------------------------------------
-
-    def record_messages(self, messages: Sequence[OutboxItem]) -> None:
-        """Record messages in the outbox in a transaction of their own (the watcher's
-        early ``sdc_asset_transfer_file_created``)."""
-        with self._begin() as conn:
-            self._enqueue(conn, messages)
-
-    def claim_outbox(self, limit: int, lease_seconds: float = 30.0) -> list[OutboxRow]:
-        """Lease up to ``limit`` unsent messages, oldest first, to this caller. A lease that
-        runs out (the relay died) makes them claimable again: at least once."""
-        with self._begin() as conn:
-            return self._claim(conn, limit, lease_seconds)
-
-    def _claim(self, conn: Connection, limit: int, lease_seconds: float) -> list[OutboxRow]:
-        now = utcnow()
-        rows = conn.execute(_claim_statement(limit), {
-            "now": now, "me": uuid.uuid4().hex,
-            "until": now + dt.timedelta(seconds=lease_seconds)}).all()
-        rows.sort()  # RETURNING gives no order; the id is first
-        return [OutboxRow(*r) for r in rows]
-
-    def outbox_sent(self, sent: Sequence[OutboxRow]) -> None:
-        """Delete delivered messages and record the statuses they stand for."""
-        if not sent:
-            return
-        with self._begin() as conn:
-            self._sent(conn, sent)
-
-    def outbox_sent_and_claim(self, sent: Sequence[OutboxRow], limit: int,
-                              lease_seconds: float = 30.0) -> list[OutboxRow]:
-        """``outbox_sent(sent)`` then ``claim_outbox(limit)`` in one transaction: the
-        relay's pass commits once instead of twice (the status messages that ``sent``
-        records are claimable at once). Replayable (see ``_begin``)."""
-        with self._begin(replayable=True) as conn:
-            self._sent(conn, sent)
-            return self._claim(conn, limit, lease_seconds)
-
-    def _sent(self, conn: Connection, sent: Sequence[OutboxRow]) -> None:
-        if not sent:
-            return
-        by_status: dict[str, list[str]] = {}
-        for row in sent:
-            if row.request_id and row.on_sent_status:
-                by_status.setdefault(row.on_sent_status, []).append(row.request_id)
-        conn.execute(_DELETE_OUTBOX, {"ids": [r.id for r in sent]})
-        for status, request_ids in by_status.items():
-            self._advance_many(conn, request_ids, status)
-
-    def outbox_retry_later(self, rows: Sequence[OutboxRow], delay: float, error: str) -> None:
-        if not rows:
-            return
-        with self._begin() as conn:
-            conn.execute(
-                update(outbox)
-                .where(outbox.c.id.in_([r.id for r in rows]))
-                .values(
-                    attempts=outbox.c.attempts + 1,
-                    claimed_until=utcnow() + dt.timedelta(seconds=delay),
-                    last_error=error[:2000],
-                )
-            )
-
-    def enqueue(self, conn: Connection, items: Sequence[OutboxItem]) -> None:
-        """Record ``items`` in the outbox as part of the caller's transaction ``conn``
-        (for other packages' tables: their facts and messages commit together)."""
-        self._enqueue(conn, items)
-
-    def outbox_depth(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(outbox)).scalar_one())
-
     # internals ---------------------------------------------------------------------------
 
     def _event(self, conn: Connection, request_id: str, status: str, message: str | None) -> bool:
@@ -510,22 +364,4 @@ class Database:
                 "org_id": row.get("org_id"),
                 "date": utcnow().isoformat(),
             },
-        )
-
-    def _enqueue(self, conn: Connection, items: Sequence[OutboxItem]) -> None:
-        now = utcnow()
-        conn.execute(
-            _INSERT_OUTBOX,
-            [
-                {
-                    "topic": item.topic,
-                    "key": item.key,
-                    "value": json.dumps(item.value, separators=(",", ":")).encode(),
-                    "request_id": item.request_id,
-                    "on_sent_status": item.on_sent_status,
-                    "created_at": now,
-                    "attempts": 0,
-                }
-                for item in items
-            ],
         )

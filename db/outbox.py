@@ -1,0 +1,163 @@
+"""The outbox: messages recorded in the transaction of the facts they announce, leased
+to the relay in batches, deleted once the bus has them (see ``core.relay``)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import delete as sql_delete
+from sqlalchemy.engine import Engine
+
+from db.engine import utcnow
+from db.schema import outbox
+
+_INSERT_OUTBOX = insert(outbox)
+_DELETE_OUTBOX = sql_delete(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+_FREE = outbox.c.claimed_until.is_(None) | (outbox.c.claimed_until < bindparam("now"))
+_CLAIMS: dict[int, Any] = {}
+
+
+def _claim_statement(limit: int) -> Any:
+    """Lease the ``limit`` oldest free messages in one UPDATE … RETURNING (SQLite ≥ 3.35,
+    PostgreSQL); built once per limit."""
+    statement = _CLAIMS.get(limit)
+    if statement is None:
+        ids = select(outbox.c.id).where(_FREE).order_by(outbox.c.id).limit(limit)
+        statement = _CLAIMS[limit] = (
+            update(outbox)
+            .where(outbox.c.id.in_(ids.scalar_subquery()))
+            .where(_FREE)
+            .values(claimed_by=bindparam("me"), claimed_until=bindparam("until"))
+            .returning(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value,
+                       outbox.c.request_id, outbox.c.on_sent_status, outbox.c.attempts)
+        )
+    return statement
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A message to publish once the transaction that records it commits. When the relay
+    has delivered it, ``on_sent_status`` (if any) is recorded for ``request_id``."""
+
+    topic: str
+    key: str | None
+    value: dict[str, Any]
+    request_id: str | None = None
+    on_sent_status: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    topic: str
+    key: str | None
+    value: bytes
+    request_id: str | None
+    on_sent_status: str | None
+    attempts: int
+
+
+class OutboxQueries:
+    """The outbox half of ``db.Database`` (a mixin: it uses the database's write
+    transactions, and records the statuses that delivered messages stand for)."""
+
+    engine: Engine
+
+    def _begin(self, replayable: bool = False) -> AbstractContextManager[Connection]:
+        raise NotImplementedError
+
+    def _advance_many(self, conn: Connection, request_ids: Sequence[str], status: str) -> None:
+        raise NotImplementedError
+
+    def record_messages(self, messages: Sequence[OutboxItem]) -> None:
+        """Record messages in the outbox in a transaction of their own (the watcher's
+        early ``sdc_asset_transfer_file_created``)."""
+        with self._begin() as conn:
+            self._enqueue(conn, messages)
+
+    def claim_outbox(self, limit: int, lease_seconds: float = 30.0) -> list[OutboxRow]:
+        """Lease up to ``limit`` unsent messages, oldest first, to this caller. A lease that
+        runs out (the relay died) makes them claimable again: at least once."""
+        with self._begin() as conn:
+            return self._claim(conn, limit, lease_seconds)
+
+    def _claim(self, conn: Connection, limit: int, lease_seconds: float) -> list[OutboxRow]:
+        now = utcnow()
+        rows = conn.execute(_claim_statement(limit), {
+            "now": now, "me": uuid.uuid4().hex,
+            "until": now + dt.timedelta(seconds=lease_seconds)}).all()
+        rows.sort()  # RETURNING gives no order; the id is first
+        return [OutboxRow(*r) for r in rows]
+
+    def outbox_sent(self, sent: Sequence[OutboxRow]) -> None:
+        """Delete delivered messages and record the statuses they stand for."""
+        if not sent:
+            return
+        with self._begin() as conn:
+            self._sent(conn, sent)
+
+    def outbox_sent_and_claim(self, sent: Sequence[OutboxRow], limit: int,
+                              lease_seconds: float = 30.0) -> list[OutboxRow]:
+        """``outbox_sent(sent)`` then ``claim_outbox(limit)`` in one transaction: the
+        relay's pass commits once instead of twice (the status messages that ``sent``
+        records are claimable at once). Replayable (see ``_begin``)."""
+        with self._begin(replayable=True) as conn:
+            self._sent(conn, sent)
+            return self._claim(conn, limit, lease_seconds)
+
+    def _sent(self, conn: Connection, sent: Sequence[OutboxRow]) -> None:
+        if not sent:
+            return
+        by_status: dict[str, list[str]] = {}
+        for row in sent:
+            if row.request_id and row.on_sent_status:
+                by_status.setdefault(row.on_sent_status, []).append(row.request_id)
+        conn.execute(_DELETE_OUTBOX, {"ids": [r.id for r in sent]})
+        for status, request_ids in by_status.items():
+            self._advance_many(conn, request_ids, status)
+
+    def outbox_retry_later(self, rows: Sequence[OutboxRow], delay: float, error: str) -> None:
+        if not rows:
+            return
+        with self._begin() as conn:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_([r.id for r in rows]))
+                .values(
+                    attempts=outbox.c.attempts + 1,
+                    claimed_until=utcnow() + dt.timedelta(seconds=delay),
+                    last_error=error[:2000],
+                )
+            )
+
+    def enqueue(self, conn: Connection, items: Sequence[OutboxItem]) -> None:
+        """Record ``items`` in the outbox as part of the caller's transaction ``conn``
+        (for other packages' tables: their facts and messages commit together)."""
+        self._enqueue(conn, items)
+
+    def outbox_depth(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(outbox)).scalar_one())
+
+    def _enqueue(self, conn: Connection, items: Sequence[OutboxItem]) -> None:
+        now = utcnow()
+        conn.execute(
+            _INSERT_OUTBOX,
+            [
+                {
+                    "topic": item.topic,
+                    "key": item.key,
+                    "value": json.dumps(item.value, separators=(",", ":")).encode(),
+                    "request_id": item.request_id,
+                    "on_sent_status": item.on_sent_status,
+                    "created_at": now,
+                    "attempts": 0,
+                }
+                for item in items
+            ],
+        )
