@@ -79,12 +79,12 @@ class PayloadWriter:
         self._stored_sha256 = hashlib.sha256() if payload.compress else None
         self._gzip = zlib.compressobj(6, zlib.DEFLATED, 31) if payload.compress else None
         self._head = bytearray()
-        self._pending: list[bytes | memoryview] = []
+        self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._inflight: asyncio.Future[None] | None = None
         self._closed = False
 
-    async def write(self, data: bytes | memoryview) -> None:
+    async def write(self, data: bytes) -> None:
         if not data:
             return
         self.size += len(data)

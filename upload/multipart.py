@@ -64,18 +64,17 @@ def _boundary(headers: object) -> bytes:
 
 
 class PartTarget:
-    """Collects one part's chunks until the handler takes them. The chunks are views into
-    the network chunks (no copy); the ingest path copies each byte once, into its block."""
+    """Collects one part's chunks until the handler takes them."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.chunks: list[memoryview] = []
+        self.chunks: list[bytes] = []
         self.starts = 0
         self.finished = False
         self.multipart_filename: str | None = None
         self.multipart_content_type: str | None = None
 
-    def take(self) -> list[memoryview]:
+    def take(self) -> list[bytes]:
         chunks, self.chunks = self.chunks, []
         return chunks
 
@@ -154,7 +153,7 @@ class MultipartStream:
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._current is not None and end > start:
-            self._current.chunks.append(memoryview(data)[start:end])
+            self._current.chunks.append(data[start:end])
 
     def _on_part_end(self) -> None:
         if self._current is not None:
