@@ -1,5 +1,5 @@
-"""core.mime: one libmagic handle per thread gives the answers of python-magic's shared one,
-from many threads at once."""
+"""core.mime: the pool of libmagic handles answers as python-magic's shared handle does,
+from more threads than it has handles."""
 from __future__ import annotations
 
 import gzip
@@ -10,6 +10,7 @@ import zipfile
 
 import magic
 
+from core import mime
 from core.mime import sniff
 
 
@@ -52,3 +53,4 @@ def test_threads_agree_with_python_magic() -> None:
     for thread in threads:
         thread.join()
     assert failures == []
+    assert 1 <= mime._created <= mime.HANDLES < len(threads)
