@@ -67,6 +67,12 @@ def main() -> None:
         print(f"           all rounds (s): gateway {[round(s, 2) for s, _ in gw_runs]}, "
               f"baseline {[round(s, 2) for s, _ in base_runs]}")
         print(f"           gateway RSS growth {mib(growth_one)} (target <= 64 MiB)")
+        for label, query in (("+ fsync", "durable=1"),
+                             ("+ fsync + sha256", "durable=1&sha256=1")):
+            seconds = min(run(baseline, f"/raw?{query}", body, ctype)[0]
+                          for _ in range(args.rounds))
+            print(f"           for the analysis, baseline {label}: "
+                  f"{size / seconds / 1e6:6.0f} MB/s (gateway at {seconds / gw_s:.2f} of it)")
         if args.parallel > 1:
             sampler = RssSampler(gateway.pid)
             seconds, _ = run(gateway, "/api/v1/upload", body, ctype, args.parallel)
