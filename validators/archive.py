@@ -20,7 +20,6 @@ It fails (``reason`` names the first offending member) on:
 """
 from __future__ import annotations
 
-import logging
 import ntpath
 import os
 import posixpath
@@ -32,7 +31,6 @@ from typing import Any, BinaryIO
 
 from validators.loop import Verdict
 
-logger = logging.getLogger(__name__)
 
 TAR_SUFFIXES = ("tgz", "tar.gz", "tar", "tar.bz2", "tar.xz")
 ZIP_SUFFIXES = ("zip",)
@@ -91,11 +89,7 @@ def check_archive(payload: BinaryIO, size: int, content_type: str | None = None,
 def make_check(limits: ArchiveLimits = ArchiveLimits()) -> Any:
     def archive(announcement: dict[str, Any], payload: BinaryIO) -> Verdict:
         size = os.fstat(payload.fileno()).st_size
-        verdict = check_archive(payload, size, announcement.get("content_type"), limits)
-        if verdict.validation != "success":
-            logger.info("request_id=%s archive refused: %s", announcement.get("request_id"),
-                        verdict.reason)
-        return verdict
+        return check_archive(payload, size, announcement.get("content_type"), limits)
     return archive
 
 

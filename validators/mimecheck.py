@@ -23,7 +23,6 @@ sniffed ``application/x-empty`` and fails every rule.
 """
 from __future__ import annotations
 
-import logging
 import zlib
 from typing import Any, BinaryIO
 
@@ -31,7 +30,6 @@ from core.mime import sniff
 from validators.archive import suffix
 from validators.loop import Verdict
 
-logger = logging.getLogger(__name__)
 
 SNIFF_BYTES = 64 * 1024
 GZIP = ("application/gzip", "application/x-gzip")
@@ -82,11 +80,7 @@ def check_mime(content_type: str | None, head: bytes) -> Verdict:
 
 def make_check() -> Any:
     def mime(announcement: dict[str, Any], payload: BinaryIO) -> Verdict:
-        verdict = check_mime(announcement.get("content_type"), payload.read(SNIFF_BYTES))
-        if verdict.validation != "success":
-            logger.info("request_id=%s mime check: %s", announcement.get("request_id"),
-                        verdict.reason)
-        return verdict
+        return check_mime(announcement.get("content_type"), payload.read(SNIFF_BYTES))
     return mime
 
 

@@ -5,21 +5,16 @@ A mesh that fails gets ``failure`` with the line-numbered reason; one that passe
 ``success`` with its counts under ``obj``."""
 from __future__ import annotations
 
-import logging
 from typing import Any, BinaryIO
 
 from validators.loop import Check, Verdict
 from validators.obj import ObjLimits, check_obj
-
-logger = logging.getLogger(__name__)
 
 
 def make_check(limits: ObjLimits = ObjLimits()) -> Check:
     def obj(announcement: dict[str, Any], payload: BinaryIO) -> Verdict:
         report = check_obj(payload, limits)
         if not report.ok:
-            logger.info("request_id=%s OBJ refused: %s", announcement.get("request_id"),
-                        report.reason)
             return Verdict("failure", report.reason)
         return Verdict("success", None, {"obj": {
             "vertices": report.vertices, "texcoords": report.texcoords,
