@@ -10,7 +10,10 @@
 - The ticker hands files that are complete (``watcher.tracker``) to ``concurrency``
   workers (``WATCH_CONCURRENCY``, 8), each running one file at a time through
   ``watcher.pipeline``. A file that failed for a transient reason is tried again after
-  1 s, doubling to ``MAX_RETRY_DELAY``.
+  ``RETRY_DELAY`` (1 s), doubling to ``MAX_RETRY_DELAY`` (60 s); one that changed while
+  it was ingested, after another quiet period. The ticker sleeps until the next file is
+  due and is woken whenever a file becomes due sooner (a new file while another waits
+  out its backoff, a file handed back by a worker).
 - Progress: ``watcher_backlog_files``, ``watcher_files_total{outcome}``,
   ``watcher_failures_total{reason}`` and ``watcher_throughput_files_per_second`` in
   ``/metrics``, and a log line every ``PROGRESS_SECONDS`` while there is work.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import os
 import shutil
 import threading
@@ -51,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 RESCAN_SECONDS = 30.0
 PROGRESS_SECONDS = 5.0
+RETRY_DELAY = 1.0
 MAX_RETRY_DELAY = 60.0
 STOP_GRACE = 10.0
 STALE_WORK_SECONDS = 3600.0
@@ -107,6 +112,7 @@ class Watcher:
         self._inbox: list[tuple[str, Stat]] = []
         self._inbox_lock = threading.Lock()
         self._wake = asyncio.Event()
+        self._sleep_until = -math.inf  # when the ticker wakes by itself (tracker clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._observer: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -194,10 +200,17 @@ class Watcher:
             self._observe(path, stat)
 
     def _observe(self, path: str, stat: Stat) -> None:
-        if path in self.busy:
-            return
-        if self.tracker.observe(path, stat) and len(self.tracker) == 1:
-            self._wake.set()  # the ticker was idle
+        if path not in self.busy:
+            self._track(path, stat)
+
+    def _track(self, path: str, stat: Stat, delay: float | None = None) -> None:
+        """Track ``path`` (after ``delay`` when given: a retry), and wake the ticker when
+        it is due before the ticker would wake by itself."""
+        self.tracker.observe(path, stat)
+        if delay is not None:
+            self.tracker.touch(path, delay)
+        if self.tracker.due_at(path) < self._sleep_until:
+            self._wake.set()
 
     def _scan(self) -> list[tuple[str, Stat]]:
         found = []
@@ -228,11 +241,14 @@ class Watcher:
         while True:
             delay = self.tracker.next_due()
             if delay is None or delay > 0:
+                self._sleep_until = math.inf if delay is None else self.tracker.clock() + delay
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), delay)
                 except TimeoutError:
                     pass
+                finally:
+                    self._sleep_until = -math.inf
                 continue
             await self._dispatch_complete()
             await asyncio.sleep(self.tick)
@@ -274,10 +290,11 @@ class Watcher:
         if outcome == "gone" or stat is None:
             self._retries.pop(path, None)
             return
-        self.tracker.observe(path, stat)
+        delay = None
         if outcome == "retry":
             attempts = self._retries[path] = self._retries.get(path, 0) + 1
-            self.tracker.touch(path, min(MAX_RETRY_DELAY, 2.0 ** (attempts - 1)))
+            delay = min(MAX_RETRY_DELAY, RETRY_DELAY * 2.0 ** (attempts - 1))
+        self._track(path, stat, delay)
 
     # progress -----------------------------------------------------------------------------
 

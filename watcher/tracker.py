@@ -88,6 +88,11 @@ class Tracker:
         self.observe(path, stat)
         return False
 
+    def due_at(self, path: str) -> float:
+        """When ``path`` (tracked) is due, on the tracker's clock."""
+        known = self._pending[path]
+        return max(known.changed_at + self.quiet, known.not_before)
+
     def next_due(self) -> float | None:
         """Seconds until the next file is due (0 if one is), None when nothing is tracked."""
         if not self._pending:
