@@ -22,6 +22,7 @@ from typing import Any, Callable
 from tornado.httpserver import HTTPServer
 
 from consumer.role import BundlerRole
+from core import logs
 from core.consumer import ConsumerLoop
 from core.services import Services
 from core.settings import Settings, SettingsError
@@ -166,8 +167,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure()
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
