@@ -47,6 +47,8 @@ MAX_FILE_NAME = 1024
 def parse_transfer_event(data: dict[str, Any]) -> TransferEvent | None:
     """The file event in ``data``; None for a type the bundler ignores."""
     kind = data.get("type")
+    if not isinstance(kind, str):  # a list or an object is no type (and is unhashable)
+        raise MalformedMessage(f"asset transfer event type is not a string: {kind!r}"[:300])
     if kind in IGNORED:
         return None
     if kind not in KINDS:

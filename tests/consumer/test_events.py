@@ -133,6 +133,11 @@ def test_a_new_upload_of_rejected_content_replaces_it(lab: Lab) -> None:
     {"type": "sdc_asset_transfer_file_created", "file_name": "a.obj", "uncompressed_sha1_hash": "xyz"},
     {"type": "sdc_asset_transfer_file_created", "file_name": "a.obj",
      "uncompressed_sha1_hash": "a" * 40, "request_id": {"no": 1}},
+    # issue 10 item 7: a type that is not a string was retried 5 times (TypeError)
+    {"type": ["sdc_asset_transfer_file_created"], "file_name": "a.obj",
+     "uncompressed_sha1_hash": "a" * 40},
+    {"type": {"kind": "x"}, "file_name": "a.obj", "uncompressed_sha1_hash": "a" * 40},
+    {"type": 7, "file_name": "a.obj", "uncompressed_sha1_hash": "a" * 40},
 ])
 def test_malformed_events_are_refused(lab: Lab, value: dict[str, object]) -> None:
     message = Message(ASSET_TRANSFER_TOPIC, None, json.dumps(value).encode(), 0, 1)
