@@ -49,6 +49,8 @@ UNAVAILABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.E
 # 0.38-0.40 s without, 0.22-0.24 s with). Elsewhere the fsync does it all.
 WRITE_BEHIND = 8 * 1024 * 1024
 _SYNC_FILE_RANGE_WRITE = 2
+# the health check writes this much (not synced) to each bucket's .incomplete and removes it
+PROBE_BYTES = 4096
 
 
 def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
@@ -305,9 +307,20 @@ class LocalDiskStorage(Storage):
         )
 
     def check(self) -> None:
+        """Each bucket directory is writable and takes a ``PROBE_BYTES`` write (through
+        the writer's own write path), so a full disk or quota shows here, not only in
+        the uploads' 503s."""
         for name, root in self._roots.items():
             incomplete = root / INCOMPLETE_DIR
             if not (incomplete.is_dir() and os.access(incomplete, os.W_OK | os.X_OK)):
                 raise StorageUnavailable(f"bucket {name!r} directory {root} is not writable")
             if not os.access(root, os.W_OK | os.X_OK):
                 raise StorageUnavailable(f"bucket {name!r} directory {root} is not writable")
+            probe = incomplete / f".probe-{secrets.token_hex(8)}"
+            writer = LocalDiskWriter(probe, probe)
+            try:
+                writer._guarded(writer._write_all, memoryview(bytes(PROBE_BYTES)))
+            except StorageUnavailable as exc:
+                raise StorageUnavailable(f"bucket {name!r} directory {root}: {exc}") from exc
+            finally:
+                writer.abort()

@@ -4,12 +4,15 @@ an injected ENOSPC): the client gets 503, nothing half-written stays, the gatewa
 serving."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import boto3
 import pytest
@@ -129,6 +132,14 @@ class InjectedGateway(Gateway):
         return self
 
 
+def health_of(gateway: Gateway) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(gateway.base + "/api/v1/health", timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 def mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     try:
@@ -176,6 +187,9 @@ def test_full_disk_gives_503_leaves_nothing_and_the_gateway_keeps_serving(
             assert_503(upload(gateway.port, os.urandom(3 * MiB)))
         # a small upload on a full disk fails at commit
         assert_503(upload(gateway.port, os.urandom(20_000)))
+        # and health says so (issue 10 item 7: it said ok)
+        health = health_of(gateway)
+        assert health[0] == 503 and "storage" in health[1]["down"], health
         for bucket in settings.buckets.values():
             assert bucket_files(workdir, bucket)[1] == [], f"{bucket}/.incomplete not empty"
         objects, _ = bucket_files(workdir, settings.s3_quarantine)
@@ -186,6 +200,7 @@ def test_full_disk_gives_503_leaves_nothing_and_the_gateway_keeps_serving(
             filler.unlink()
         else:
             flag.unlink()
+        assert health_of(gateway)[0] == 200
         accepted.add(assert_202(upload(gateway.port, os.urandom(500_000))))
         assert set(uploads_table(workdir)) == accepted
     finally:
