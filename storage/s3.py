@@ -4,7 +4,9 @@ Settings: ``S3_ENDPOINT_URL`` (unset: AWS), ``S3_QUARANTINE`` / ``S3_PERM`` /
 ``S3_REJECT`` (bucket names, defaults ``upload-quarantine``, ``upload-perm``,
 ``upload-reject``; created at construction when missing). Credentials and region come from
 the usual boto3 sources (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, profiles, roles);
-the region from ``AWS_REGION`` or ``AWS_DEFAULT_REGION``, default ``us-east-1``.
+the region from ``AWS_REGION`` or ``AWS_DEFAULT_REGION``, default ``us-east-1``. A bucket
+that goes missing later is created again by the next call that misses it, and by the
+health check (``storage.s3buckets``).
 
 Client options: connect timeout 5 s, read timeout 60 s, 3 attempts in botocore's
 "standard" retry mode (so an unreachable endpoint fails within a few seconds), a
@@ -50,6 +52,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from core.settings import Settings
 from storage import BUCKETS, ObjectWriter, Storage, StorageUnavailable
+from storage.s3buckets import BucketKeepingClient
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +255,10 @@ class S3Storage(Storage):
         self._names = {name: settings.buckets[name] for name in BUCKETS}
         self._part_size = part_size
         self._incomplete_min_age = incomplete_min_age
-        self._client = _make_client(settings)
+        self._raw_client = _make_client(settings)
+        # a bucket that vanished later is created again by the call that misses it
+        self._client = BucketKeepingClient(self._raw_client, self._names.values(),
+                                           self._ensure_bucket)
         for name in dict.fromkeys(self._names.values()):
             with _translate(f"bucket {name}"):
                 self._ensure_bucket(name)
@@ -260,21 +266,21 @@ class S3Storage(Storage):
     @property
     def client(self) -> Any:
         """The boto3 S3 client (thread-safe), for tests and tools."""
-        return self._client
+        return self._raw_client
 
     def _ensure_bucket(self, name: str) -> None:
         try:
-            self._client.head_bucket(Bucket=name)
+            self._raw_client.head_bucket(Bucket=name)
             return
         except ClientError as exc:
             if _status(exc) != 404:
                 raise
-        region = self._client.meta.region_name
+        region = self._raw_client.meta.region_name
         options: dict[str, Any] = {}
         if region != DEFAULT_REGION:
             options["CreateBucketConfiguration"] = {"LocationConstraint": region}
         try:
-            self._client.create_bucket(Bucket=name, **options)
+            self._raw_client.create_bucket(Bucket=name, **options)
             logger.info("created bucket %s", name)
         except ClientError as exc:
             if _code(exc) != "BucketAlreadyOwnedByYou":
@@ -391,11 +397,11 @@ class S3Storage(Storage):
         for name in dict.fromkeys(self._names.values()):
             try:
                 with _translate(f"bucket {name}"):
-                    self._client.head_bucket(Bucket=name)
+                    self._ensure_bucket(name)  # one that went missing is created again
             except ClientError as exc:
                 raise StorageUnavailable(f"S3 bucket {name}: {_code(exc)}") from exc
             except FileNotFoundError as exc:
                 raise StorageUnavailable(f"S3 bucket {name} is missing") from exc
 
     def close(self) -> None:
-        self._client.close()
+        self._raw_client.close()
