@@ -1,2 +1,3 @@
 """Shared fixtures live in tests/fixtures/, one module per real backend."""
-pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.kafka", "tests.fixtures.db"]
+pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.kafka", "tests.fixtures.db",
+                  "tests.fixtures.gpg"]

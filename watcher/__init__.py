@@ -6,7 +6,7 @@ on ``LISTEN_PORT``), or as part of ``python app.py`` when ``WATCH_DIR`` is set.
 A file is taken once it is complete (``watcher.tracker``: size and mtime unchanged for
 ``WATCH_QUIET_SECONDS``, 2, and open for writing by no local process); hidden and
 temporary files are ignored (``watcher.rules``). It goes through its rule's steps
-(``watcher.steps``: decrypt, untar, gunzip) and the ingest path that HTTP uploads use, with
+(``core.steps``: decrypt, untar, gunzip) and the ingest path that HTTP uploads use, with
 ``sdc_asset_transfer_file_created``/``_uploaded`` on ``platform.asset-transfer``, then
 moves to ``WATCH_DIR/Processed/`` (or ``Failed/`` with ``<name>.error.json``) keeping its
 relative path; a name already taken there gets ``-2``, ``-3``... before its extension.

@@ -1,6 +1,6 @@
 """One complete file, from ``WATCH_DIR`` to ``Processed/`` (or ``Failed/``).
 
-1. Its rule (``watcher.rules``) and processing steps (``watcher.steps``) in a private work
+1. Its rule (``watcher.rules``) and processing steps (``core.steps``) in a private work
    directory; a file they cannot handle goes to ``Failed/`` with ``<name>.error.json``.
 2. Per payload: sha256 and sha1 of the (uncompressed) content, and a request id derived
    from its name and sha256. That id already recorded (with the same name and content):
@@ -45,10 +45,10 @@ from bus.topics import ASSET_TRANSFER
 from core import metrics
 from core.ingest import BLOCK, Payload, PayloadWriter
 from core.services import Services
+from core.steps import Decryptor, Limits, Prepared, StepError, prepare
 from db import OutboxItem
 from storage import StorageUnavailable
 from watcher.rules import Rule, match
-from watcher.steps import Decryptor, Limits, Prepared, StepError, prepare
 from watcher.tracker import Stat, stat_of
 
 logger = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ class Pipeline:
             self.work.mkdir(parents=True, exist_ok=True)
             work = Path(tempfile.mkdtemp(dir=self.work))
         try:
-            prepared = prepare(path, relative, rule, work or self.work, self.limits, self.decryptor)
+            prepared = prepare(path, relative, rule.steps, work or self.work, self.limits, self.decryptor)
             return Examined(before, work, [self._look_up(item) for item in prepared])
         except BaseException:
             if work is not None:

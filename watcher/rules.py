@@ -31,11 +31,10 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from core.settings import DEFAULT_WATCH_RULES as DEFAULT_RULES
+from core.steps import STEPS, is_ignored
 
 __all__ = ["DEFAULT_RULES", "Rule", "RuleError", "is_ignored", "match", "parse_rules"]
-STEPS = ("decrypt", "untar", "gunzip")
 OPTIONS = frozenset((*STEPS, "gzip"))
-TEMP_SUFFIXES = ("~", ".part", ".partial", ".tmp", ".crdownload")
 _RULE = re.compile(r"^(?P<pattern>[^=]+)=(?P<service>[A-Za-z0-9_-]+)/(?P<category>[A-Za-z0-9._+-]+)"
                    r"(?P<options>(?::[a-z]+)*)$")
 
@@ -92,11 +91,3 @@ def parse_rules(text: str, services: Iterable[str]) -> tuple[Rule, ...]:
 def match(rules: Sequence[Rule], relative: str) -> Rule | None:
     return next((rule for rule in rules if rule.matches(relative)), None)
 
-
-def is_ignored(relative: str) -> bool:
-    """Hidden and temporary files: not (yet) ours."""
-    parts = relative.split("/")
-    if any(part.startswith(".") for part in parts):
-        return True
-    name = parts[-1].lower()
-    return name.endswith(TEMP_SUFFIXES) or name.startswith("~$")

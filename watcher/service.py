@@ -46,9 +46,9 @@ from watchdog.observers import Observer
 
 from core import metrics
 from core.services import Services
+from core.steps import Decryptor, Limits
 from watcher.pipeline import FAILED, PROCESSED, Pipeline
 from watcher.rules import is_ignored, parse_rules
-from watcher.steps import Decryptor, Limits
 from watcher.tracker import Stat, Tracker, open_for_writing, stat_of
 
 logger = logging.getLogger(__name__)

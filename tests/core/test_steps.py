@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.watcher.conftest import PASSPHRASE, Keyring
-from watcher.rules import Rule
-from watcher.steps import RATIO_FLOOR, Decryptor, Limits, StepError, prepare
+from core.steps import RATIO_FLOOR, STEPS, Decryptor, Limits, StepError, prepare
+from tests.fixtures.gpg import PASSPHRASE, Keyring
 
 LIMITS = Limits(max_bytes=8 * 1024 * 1024, max_ratio=50, max_members=5)
-ALL = Rule("*", "testareno", "lab", steps=frozenset({"decrypt", "untar", "gunzip"}))
+ALL = frozenset(STEPS)
 
 
 def make_tar(path: Path, members: dict[str, bytes], compress: bool = True) -> Path:
@@ -26,12 +25,12 @@ def make_tar(path: Path, members: dict[str, bytes], compress: bool = True) -> Pa
     return path
 
 
-def run(source: Path, name: str, tmp_path: Path, rule: Rule = ALL, limits: Limits = LIMITS,
+def run(source: Path, name: str, tmp_path: Path, steps: frozenset[str] = ALL, limits: Limits = LIMITS,
         decryptor: Decryptor | None = None) -> dict[str, bytes]:
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
     return {item.name: item.path.read_bytes()
-            for item in prepare(source, name, rule, work, limits, decryptor)}
+            for item in prepare(source, name, steps, work, limits, decryptor)}
 
 
 def failure(*args: object, **kwargs: object) -> StepError:
@@ -52,11 +51,10 @@ def test_gunzip_multi_member(tmp_path: Path) -> None:
     assert run(source, "x.obj.gz", tmp_path) == {"x.obj": b"v 1 2 3\nf 1 1 1\n"}
 
 
-def test_steps_only_when_the_rule_asks(tmp_path: Path) -> None:
+def test_steps_only_when_asked(tmp_path: Path) -> None:
     source = tmp_path / "x.obj.gz"
     source.write_bytes(gzip.compress(b"data"))
-    plain = Rule("*", "testareno", "lab")
-    assert run(source, "x.obj.gz", tmp_path, rule=plain) == {"x.obj.gz": source.read_bytes()}
+    assert run(source, "x.obj.gz", tmp_path, steps=frozenset()) == {"x.obj.gz": source.read_bytes()}
 
 
 @pytest.mark.parametrize("content", [b"not gzip at all", gzip.compress(os.urandom(5000))[:-20]])

@@ -1,12 +1,19 @@
-"""Processing steps between a dropped file and what is ingested, as in the Octo pipeline:
+"""Processing steps between a received file and what is ingested, as in the Octo pipeline:
 decrypt ``.gpg`` (python-gnupg and the ``gpg`` binary), unpack ``.tar[.gz]``/``.tgz``
-members, gunzip ``.gz``. Which steps a file gets is its rule's choice (``watcher.rules``).
+members, gunzip ``.gz``. Shared by the intakes that take files whole (the watcher's rules,
+``watcher.rules``; the pull providers' ``steps``, ``pull.config``): which steps a file gets
+is the caller's choice.
 
-Every output goes to a private work directory (``WORKDIR/watcher-work/<random>``), which
-the caller removes afterwards. A file these steps cannot handle raises ``StepError`` with a
-stable code (``bad_archive``, ``decrypt_failed``, ``too_large``, ``archive_bomb``,
-``empty_archive``): such a file goes to ``Failed/``. Errors writing the work directory
-(disk full) are plain ``OSError``: the file is retried later.
+Every output goes to a private work directory the caller names and removes afterwards. A
+file these steps cannot handle raises ``StepError`` with a stable code (``bad_archive``,
+``decrypt_failed``, ``too_large``, ``archive_bomb``, ``empty_archive``): the caller records
+it as failed (the watcher moves it to ``Failed/``). Errors writing the work directory (disk
+full) are plain ``OSError``: the file is retried later.
+
+Hidden and temporary names (``is_ignored``) are never ours: any path component starting
+with ``.``, and names ending in ``~``, ``.part``, ``.partial``, ``.tmp``, ``.crdownload`` or
+starting with ``~$``: what copy tools write before renaming into place. Tar members with
+such names are skipped.
 
 Limits (``Limits``), against archive bombs: every output is at most ``max_bytes``
 (``MAX_LENGTH``, as for HTTP uploads; gpg stops at it too, ``--max-output``); what one
@@ -25,9 +32,7 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
-
-from watcher.rules import Rule, is_ignored
+from typing import IO, Collection
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +41,17 @@ RATIO_FLOOR = 1024 * 1024
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 GPG_SUFFIXES = (".gpg", ".pgp")
 _ARCHIVE_ERRORS = (OSError, EOFError, zlib.error, tarfile.TarError)
+STEPS = ("decrypt", "untar", "gunzip")
+TEMP_SUFFIXES = ("~", ".part", ".partial", ".tmp", ".crdownload")
+
+
+def is_ignored(relative: str) -> bool:
+    """Hidden and temporary files: not (yet) ours."""
+    parts = relative.split("/")
+    if any(part.startswith(".") for part in parts):
+        return True
+    name = parts[-1].lower()
+    return name.endswith(TEMP_SUFFIXES) or name.startswith("~$")
 
 
 class StepError(Exception):
@@ -56,7 +72,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class Prepared:
-    """One payload to ingest: its name (relative to ``WATCH_DIR``) and where its bytes are."""
+    """One payload to ingest: its name (relative to where it came from) and where its
+    bytes are."""
 
     name: str
     path: Path
@@ -163,19 +180,20 @@ def _strip(name: str, suffixes: tuple[str, ...]) -> str | None:
     return next((name[: -len(s)] for s in suffixes if lower.endswith(s)), None)
 
 
-def prepare(source: Path, name: str, rule: Rule, work: Path, limits: Limits,
+def prepare(source: Path, name: str, steps_asked: Collection[str], work: Path, limits: Limits,
             decryptor: Decryptor | None) -> list[Prepared]:
-    """Apply the rule's steps to ``source`` (named ``name``); returns what to ingest."""
+    """Apply ``steps_asked`` (of ``STEPS``) to ``source`` (named ``name``), while the name
+    ends with their suffixes, outermost first; returns what to ingest."""
     current, steps = source, []
     while True:
-        if "decrypt" in rule.steps and (stripped := _strip(name, GPG_SUFFIXES)):
+        if "decrypt" in steps_asked and (stripped := _strip(name, GPG_SUFFIXES)):
             current = _decrypt(current, work, limits, decryptor)
             name, step = stripped, "decrypt"
-        elif "untar" in rule.steps and (stripped := _strip(name, TAR_SUFFIXES)):
+        elif "untar" in steps_asked and (stripped := _strip(name, TAR_SUFFIXES)):
             steps.append("untar")
             return [Prepared(f"{stripped}/{member}", path, tuple(steps))
                     for member, path in untar(current, work, limits)]
-        elif "gunzip" in rule.steps and (stripped := _strip(name, (".gz",))):
+        elif "gunzip" in steps_asked and (stripped := _strip(name, (".gz",))):
             target = work / uuid.uuid4().hex
             gunzip(current, target, limits)
             current, name, step = target, stripped, "gunzip"
