@@ -5,6 +5,7 @@
     python app.py validator NAME  validators: a service, a check (test, archive, mime, obj) or all
     python app.py bundler         the treatment-plan bundler (asset transfers)
     python app.py watcher         the lab-share watcher on WATCH_DIR (+ /metrics, health)
+    python app.py redrive SERVICE move SERVICE's dead letters back onto its topic, then exit
     python app.py --help          this list
 
 Configuration comes from the environment (see README.md); a bad value stops start-up with
@@ -21,6 +22,7 @@ from typing import Any, Callable
 
 from tornado.httpserver import HTTPServer
 
+from bus import get_bus
 from consumer.role import BundlerRole
 from core import logs
 from core.consumer import ConsumerLoop
@@ -29,6 +31,7 @@ from core.settings import Settings, SettingsError
 from core.verdicts import VALIDATION_TOPIC, TimeoutSweeper, VerdictHandler
 from upload.app import make_app
 from validators import UnknownValidator, build_loops, preflight
+from validators.redrive import redrive
 from watcher.service import Watcher, status_app
 
 logger = logging.getLogger("app")
@@ -39,6 +42,8 @@ ROLES = {
     "validator": "validators, named by the next argument: a service, a check or all",
     "bundler": "the treatment-plan bundler: asset transfer events, PROVPREV bundles",
     "watcher": "the lab-share watcher: ingests the files dropped in WATCH_DIR",
+    "redrive": "move the dead letters of the service named next back onto its topic "
+               "(validators/redrive.py), then exit",
 }
 # Body chunks handed to the upload handler (and socket reads) of up to 1 MiB instead of
 # Tornado's 64 KiB: 16 times fewer passes through the parser and the handler per byte
@@ -53,12 +58,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("role", nargs="?", default="all", choices=sorted(ROLES))
-    parser.add_argument("name", nargs="?", help="validator name (role validator)")
+    parser.add_argument("name", nargs="?",
+                        help="validator name (role validator), service (role redrive)")
+    parser.add_argument("--idle", type=float, default=10.0, metavar="SECONDS",
+                        help="redrive: stop after this long without a dead letter (10)")
     args = parser.parse_args(argv)
     if args.role == "validator" and not args.name:
         parser.error("role validator needs a name: a service, a check (test, archive, mime, "
                      "obj) or all")
+    if args.role == "redrive" and not args.name:
+        parser.error("role redrive needs the service whose dead letters to move")
     return args
+
+
+def run_redrive(settings: Settings, service: str, idle: float) -> int:
+    known = set(settings.valid_upload_types) | set(settings.validators) \
+        | set(settings.validator_commands)
+    if service not in known:
+        print(f"configuration error: no service {service!r}; known: {', '.join(sorted(known))}",
+              file=sys.stderr)
+        return 2
+    bus = get_bus(settings)
+    try:
+        result = redrive(bus, service, idle)
+    finally:
+        bus.close()
+    print(f"redrive {service}: {result.moved} moved, {result.passed_over} passed over"
+          + (f"; stopped: {result.failed}" if result.failed else ""))
+    return 1 if result.failed else 0
 
 
 class Runtime:
@@ -179,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         except (UnknownValidator, FileNotFoundError) as exc:
             print(f"configuration error: {exc}", file=sys.stderr)
             return 2
+    if args.role == "redrive":
+        return run_redrive(settings, args.name, args.idle)
     if args.role == "watcher" and settings.watch_dir is None:
         print("configuration error: role watcher needs WATCH_DIR", file=sys.stderr)
         return 2

@@ -36,13 +36,17 @@ class OutMessage:
 
 @dataclass(frozen=True)
 class Message:
-    """A consumed message. ``partition`` and ``offset`` identify it for ``commit``."""
+    """A consumed message. ``partition`` and ``offset`` identify it for ``commit``;
+    ``generation`` is the consumer's assignment of that partition when it was polled (a
+    driver whose partitions move between members refuses to commit a message polled under
+    an assignment it no longer holds)."""
 
     topic: str
     key: str | None
     value: bytes
     partition: int
     offset: int
+    generation: int = 0
 
 
 class Producer(ABC):
@@ -64,7 +68,23 @@ class Consumer(ABC):
 
     @abstractmethod
     def commit(self, message: Message) -> None:
-        """Record that ``message`` (and every earlier one of its partition) is done."""
+        """Record that ``message`` (and every earlier one of its partition) is done.
+        ``BusUnavailable`` when it could not be recorded now: the caller retries later
+        (while it keeps polling), or a later commit of the partition covers it. A
+        commit for a partition this member no longer holds is dropped quietly: its new
+        owner gets the messages again (at least once)."""
+
+    def store(self, message: Message) -> None:
+        """Note that ``message`` is done, to be committed by the next ``commit`` of its
+        partition, or before the partition is taken away in a rebalance. The default
+        notes nothing (a driver without rebalances: the caller's ``commit`` follows)."""
+
+    def pause(self) -> None:
+        """Take no messages until ``resume``; ``poll`` returns None meanwhile but keeps
+        the member in its group (heartbeats, rebalances, poll-interval checks)."""
+
+    def resume(self) -> None:
+        """Undo ``pause`` (a no-op when not paused)."""
 
     @abstractmethod
     def close(self) -> None:

@@ -18,7 +18,7 @@ lease row per topic, renewed by its ``poll`` and ``commit`` (expiry ``lease_seco
 lease was taken over drops what it had fetched and resumes from the committed offset when
 it gets the lease back. A handler that runs longer than the lease between two polls
 may therefore see its message handled again by another member: at least once, and
-consumers dedupe. Lease expiry uses the wall clock shared by the processes.
+consumers dedupe. A paused consumer (``pause``) keeps renewing its leases and takes nothing. Lease expiry uses the wall clock shared by the processes.
 
 Latency: a ``send`` wakes the idle ``poll``s of its topics in the same process at once
 (after its commit); otherwise an idle ``poll`` checks the log every 2 ms, backing off to
@@ -293,9 +293,20 @@ class LocalConsumer(Consumer):
         self._buffer: deque[Message] = deque()
         self._idle_sleep = MIN_IDLE_SLEEP
         self._appends = _appends(path)
+        self._paused = False
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
 
     def poll(self, timeout: float) -> Message | None:
         deadline = time.monotonic() + timeout
+        if self._paused:  # hold the leases, take nothing
+            self._hold_leases()
+            time.sleep(max(0.0, timeout))
+            return None
         while True:
             mark = self._appends.mark(self.topics)  # before the fetch: no lost wake-up
             message = self._next()

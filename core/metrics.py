@@ -44,6 +44,14 @@ VALIDATOR_SECONDS = Histogram(
 VALIDATOR_DEAD_LETTERS = Counter(
     "validator_dead_letters_total", "Announcements sent to the dead-letter topic", ["service"]
 )
+VALIDATOR_EXPIRED = Counter(
+    "validator_expired_total",
+    "Announcements given up after transient failures lasted past their validation timeout",
+    ["service"],
+)
+VALIDATOR_REDRIVEN = Counter(
+    "validator_redriven_total", "Dead letters moved back onto their service topic", ["service"]
+)
 VALIDATION_TIMEOUTS = Counter(
     "upload_validation_timeouts_total", "Payloads rejected for lack of a verdict in time",
     ["service"],

@@ -80,7 +80,8 @@ def build_loops(settings: "Settings", bus: "Bus", name: str) -> list["ValidatorL
     return [
         ValidatorLoop(bus, service, check_for(settings, service),
                       workers=settings.validator_workers,
-                      max_attempts=settings.validator_max_attempts)
+                      max_attempts=settings.validator_max_attempts,
+                      validation_timeout=settings.validation_timeout)
         for service in services_for(settings, name)
     ]
 

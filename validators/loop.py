@@ -4,7 +4,7 @@ publish the verdict on ``platform.upload.validation``, then commit.
 
 Concurrency: one thread polls the bus and owns the consumer (polls and commits happen on
 it only); up to ``workers`` messages (``VALIDATOR_WORKERS``, 4) are checked at once on a
-thread pool. While the pool is full the poller stops polling. Offsets are committed in
+thread pool. While the pool is full the poller takes no new message. Offsets are committed in
 the order the messages were polled, per partition, and only up to the oldest message that
 is not finished yet, so a crash can only repeat work, never skip it; at most every
 ``COMMIT_INTERVAL`` (0.1 s), not after each message (every commit of the embedded bus is
@@ -19,29 +19,38 @@ committed; a crash in between repeats the verdict, which the gateway treats as a
 duplicate. A request id answered recently (the outbox may announce a payload twice) gets
 its earlier verdict again without a second fetch and check.
 
-Failures: a refused fetch (4xx: the URL expired or was forged) and a checksum mismatch are
-``failure`` verdicts. Any other error (unreachable payload server, a check that raised, a
-command that could not start) is retried up to ``max_attempts`` times in all
-(``VALIDATOR_MAX_ATTEMPTS``, 3), waiting ``retry_delay`` (1 s) doubling up to 60 s; an
-announcement that is not a JSON object or lacks ``request_id``/``url`` is not retried.
-Then the announcement goes to the dead-letter topic ``platform.upload.<service>.dlq`` with
-``error``, ``attempts`` and ``failed_at`` added, and is committed. No verdict is sent for
-it: the payload stays in quarantine until ``VALIDATION_TIMEOUT`` rejects it (reason
-``timeout``), unless an operator replays the dead letter onto the service topic first
-(the added fields are ignored). ``BusUnavailable`` while publishing is retried without
-counting until the bus is back: without a bus there is nowhere to put a dead letter.
-Attempts are counted in memory: a restart starts the count again.
+Failures, three kinds (validators/fetch.py tells the first two apart):
+- the content: a refused fetch (4xx: the URL expired or was forged), a checksum mismatch or
+  a check's own refusal is a ``failure`` verdict;
+- an outage (``ConnectionError``/``TimeoutError``: the payload server unreachable, a
+  reset, a timeout, 5xx, throttling) is retried, waiting ``retry_delay`` (1 s) doubling up
+  to ``MAX_TRANSIENT_DELAY`` (30 s), or until another worker got through (the outage is
+  over), for as long as the payload has time left: until its
+  ``timestamp`` + ``VALIDATION_TIMEOUT`` (from when it was first polled when it has no
+  readable timestamp). Past that the gateway has rejected it (reason ``timeout``) and a
+  verdict would come too late: the announcement is committed without one, logged and
+  counted (``validator_expired_total``). These retries are not attempts;
+- poison: a check that raised anything else, a command that could not start, an
+  announcement that is not a JSON object or lacks ``request_id``/``url`` (not retried) is
+  tried ``max_attempts`` times in all (``VALIDATOR_MAX_ATTEMPTS``, 3), waiting
+  ``retry_delay`` doubling up to 60 s, then goes to the dead-letter topic
+  ``platform.upload.<service>.dlq`` with ``error``, ``attempts`` and ``failed_at`` added,
+  and is committed. No verdict is sent for it: the payload stays in quarantine until
+  ``VALIDATION_TIMEOUT`` rejects it, unless an operator re-drives the dead letters first
+  (``python app.py redrive SERVICE``, validators/redrive.py).
+``BusUnavailable`` while publishing is retried without counting until the bus is back:
+without a bus there is nowhere to put a verdict or a dead letter. Attempts are counted in
+memory: a restart starts the count again.
 
-Kafka note: a member that does not poll for ``max.poll.interval.ms`` (5 min) leaves the
-group, so a check that runs longer than that while every worker is busy causes a rebalance
-and the message is redelivered (at least once still holds).
+While every worker is busy (or waiting to retry) the poller pauses the consumer and keeps
+polling it, so that a Kafka member stays in its group (``max.poll.interval.ms``) through a
+long outage and rebalances are served.
 """
 from __future__ import annotations
 
 import collections
 import datetime as dt
 import gzip
-import hashlib
 import json
 import logging
 import os
@@ -49,8 +58,6 @@ import shutil
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Sequence
@@ -60,13 +67,20 @@ from bus.topics import VALIDATION as VALIDATION_TOPIC
 from bus.topics import dead_letter_topic, service_topic
 from core import metrics
 from core.consumer import MalformedMessage, decode
+from validators.fetch import FetchRefused, fetch
+from validators.pending import Pending
+
+__all__ = ["Check", "FetchRefused", "ValidatorLoop", "Verdict", "chain", "fetch"]
 
 logger = logging.getLogger(__name__)
 
-FETCH_TIMEOUT = 30.0
 MAX_RETRY_DELAY = 60.0
+MAX_TRANSIENT_DELAY = 30.0
+TRANSIENT = (ConnectionError, TimeoutError)
 RECENT_ANSWERS = 1024
 COMMIT_INTERVAL = 0.1
+# a pool busy this long pauses the consumer and keeps polling it (see the module)
+PAUSE_AFTER = 2.0
 
 
 @dataclass(frozen=True)
@@ -79,34 +93,6 @@ class Verdict:
 # A check gets the announcement and the payload's original bytes as an open file at
 # offset 0 whose ``name`` is a real path inside a private temporary directory.
 Check = Callable[[dict[str, Any], BinaryIO], Verdict]
-
-
-class FetchRefused(Exception):
-    """The storage answered that this URL will never work (expired, forged, gone)."""
-
-
-def fetch(url: str, sink: BinaryIO) -> str:
-    """Stream ``url`` into ``sink``; returns the sha256 of what was fetched. A refused
-    URL (4xx) is ``FetchRefused``; an unreachable or failing server (5xx) is a
-    ``ConnectionError``, which the loop retries."""
-    if not url.lower().startswith(("http://", "https://")):
-        # never file:// or other schemes a forged announcement could smuggle in
-        raise FetchRefused(f"payload URL scheme is not http(s): {url[:40]!r}")
-    digest = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT) as response:  # noqa: S310
-            while block := response.read(1024 * 1024):
-                digest.update(block)
-                sink.write(block)
-    except urllib.error.HTTPError as exc:
-        if exc.code < 500:
-            raise FetchRefused(f"fetching the payload was refused: HTTP {exc.code}") from None
-        raise ConnectionError(f"payload fetch failed: HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise ConnectionError(f"payload fetch failed: {exc}") from None
-    sink.flush()
-    sink.seek(0)
-    return digest.hexdigest()
 
 
 def chain(checks: Sequence[Check]) -> Check:
@@ -127,51 +113,12 @@ def chain(checks: Sequence[Check]) -> Check:
     return run_all
 
 
-class _Pending:
-    """Polled messages per partition in poll order, and which of them are finished."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._order: dict[tuple[str, int], collections.deque[Message]] = {}
-        self._done: set[tuple[str, int, int]] = set()
-        self._tracked: set[tuple[str, int, int]] = set()
-
-    def add(self, message: Message) -> bool:
-        """False when the message is already tracked (polled again while in flight)."""
-        ident = (message.topic, message.partition, message.offset)
-        with self._lock:
-            if ident in self._tracked:
-                return False
-            self._tracked.add(ident)
-            self._order.setdefault((message.topic, message.partition),
-                                   collections.deque()).append(message)
-            return True
-
-    def finish(self, message: Message) -> None:
-        with self._lock:
-            self._done.add((message.topic, message.partition, message.offset))
-
-    def committable(self) -> list[Message]:
-        """Per partition, the last message of the finished prefix (removed from tracking)."""
-        out = []
-        with self._lock:
-            for queue in self._order.values():
-                last = None
-                while queue and (ident := (queue[0].topic, queue[0].partition,
-                                           queue[0].offset)) in self._done:
-                    last = queue.popleft()
-                    self._done.discard(ident)
-                    self._tracked.discard(ident)
-                if last is not None:
-                    out.append(last)
-        return out
-
-
 class ValidatorLoop:
     """Runs ``check`` on every announcement of ``service``; see the module docstring."""
 
     def __init__(self, bus: Bus, service: str, check: Check, group: str | None = None,
-                 workers: int = 4, max_attempts: int = 3, retry_delay: float = 1.0) -> None:
+                 workers: int = 4, max_attempts: int = 3, retry_delay: float = 1.0,
+                 validation_timeout: float = 3600.0) -> None:
         self.bus = bus
         self.service = service
         self.check = check
@@ -181,15 +128,18 @@ class ValidatorLoop:
         self.workers = workers
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
+        self.validation_timeout = validation_timeout
         self._producer = bus.producer()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=self.name)
         self._slots = threading.Semaphore(workers)
-        self._pending = _Pending()
+        self._pending = Pending()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._answered: collections.OrderedDict[str, Verdict] = collections.OrderedDict()
         self._answered_lock = threading.Lock()
+        # workers waiting out an outage; the first that gets through wakes the others
+        self._outage = threading.Condition()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
@@ -200,6 +150,8 @@ class ValidatorLoop:
         is finished. Messages abandoned in a retry wait are redelivered later."""
         self._stop.set()
         self._wake.set()
+        with self._outage:
+            self._outage.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -210,26 +162,47 @@ class ValidatorLoop:
     def run(self) -> None:
         consumer = self.bus.consumer(self.group, [self.topic])
         next_commit = 0.0
+        full_since: float | None = None
         try:
             while not self._stop.is_set():
                 if time.monotonic() >= next_commit:
                     self._commit(consumer)
                     next_commit = time.monotonic() + COMMIT_INTERVAL
                 if not self._slots.acquire(timeout=0.2):
+                    full_since = full_since or time.monotonic()
+                    if time.monotonic() - full_since >= PAUSE_AFTER:
+                        self._serve_paused(consumer)
                     continue
-                try:
-                    message = consumer.poll(0.2)
-                except BusUnavailable as exc:
-                    logger.warning("%s: bus unavailable (%s); retrying", self.name, exc)
-                    message = None
-                    self._stop.wait(1.0)
-                if message is None or not self._pending.add(message):
-                    self._slots.release()
-                    continue
-                self._pool.submit(self._work, message)
+                if full_since is not None:
+                    full_since = None
+                    consumer.resume()
+                self._poll_one(consumer)
             self._drain(consumer)
         finally:
             consumer.close()
+
+    def _poll_one(self, consumer: Any) -> None:
+        """Poll one message into a free slot (held by the caller) and start it."""
+        try:
+            message = consumer.poll(0.2)
+        except BusUnavailable as exc:
+            logger.warning("%s: bus unavailable (%s); retrying", self.name, exc)
+            message = None
+            self._stop.wait(1.0)
+        if message is None or not self._pending.add(message):
+            self._slots.release()
+            return
+        self._pool.submit(self._work, message)
+
+    def _serve_paused(self, consumer: Any) -> None:
+        """Every worker has been busy for a while: keep the consumer in its group
+        (heartbeats, rebalances, Kafka's poll interval) without taking messages."""
+        consumer.pause()
+        try:
+            if consumer.poll(0) is not None:
+                raise AssertionError("a paused consumer returned a message")
+        except BusUnavailable:
+            pass
 
     def _drain(self, consumer: Any) -> None:
         deadline = time.monotonic() + 10.0
@@ -260,29 +233,71 @@ class ValidatorLoop:
     # one message --------------------------------------------------------------------------
 
     def _process(self, message: Message) -> bool:
-        """True when the message is done with (answered or dead-lettered)."""
-        attempt = 0
+        """True when the message is done with (answered, dead-lettered or expired)."""
+        try:
+            announcement = decode(message)
+        except MalformedMessage as exc:
+            return self._dead_letter(message, f"malformed announcement: {exc}", 1)
+        deadline = self._deadline(announcement)
+        attempt = outages = 0
         while not self._stop.is_set():
-            attempt += 1
             try:
-                self.handle(decode(message), message)
+                self.handle(announcement, message)
+                if outages:
+                    with self._outage:
+                        self._outage.notify_all()
                 return True
             except BusUnavailable as exc:
-                attempt -= 1
                 logger.warning("%s: request_id=%s bus unavailable (%s); retrying",
                                self.name, message.key, exc)
-                self._stop.wait(1.0)
-                continue
+                delay = 1.0
             except MalformedMessage as exc:
-                return self._dead_letter(message, f"malformed announcement: {exc}", attempt)
+                return self._dead_letter(message, f"malformed announcement: {exc}", attempt + 1)
+            except TRANSIENT as exc:
+                outages += 1
+                left = deadline - time.time()
+                if left <= 0:
+                    return self._expired(message, exc, outages)
+                delay = min(left, MAX_TRANSIENT_DELAY, self.retry_delay * 2 ** (outages - 1))
+                logger.warning("%s: request_id=%s not validated yet (%s: %s); retry %d in "
+                               "%.1fs, %.0fs left before its validation timeout", self.name,
+                               message.key, type(exc).__name__, exc, outages, delay, left)
+                with self._outage:  # or as soon as another worker got through
+                    self._outage.wait(delay)
+                continue
             except Exception as exc:  # noqa: BLE001 - retried, then dead-lettered
+                attempt += 1
                 error = f"{type(exc).__name__}: {exc}"
                 logger.warning("%s: request_id=%s attempt %d of %d failed: %s", self.name,
                                message.key, attempt, self.max_attempts, error)
                 if attempt >= self.max_attempts:
                     return self._dead_letter(message, error, attempt)
-            self._stop.wait(min(MAX_RETRY_DELAY, self.retry_delay * 2 ** (attempt - 1)))
+                delay = min(MAX_RETRY_DELAY, self.retry_delay * 2 ** (attempt - 1))
+            self._stop.wait(delay)
         return False
+
+    def _deadline(self, announcement: dict[str, Any]) -> float:
+        """When the payload's ``VALIDATION_TIMEOUT`` runs out (wall clock, as the
+        gateway's timestamps): from its ``timestamp``, else from now."""
+        start = time.time()
+        stamp = announcement.get("timestamp")
+        if isinstance(stamp, str):
+            try:
+                parsed = dt.datetime.fromisoformat(stamp)
+            except ValueError:
+                pass
+            else:
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=dt.timezone.utc)
+                start = parsed.timestamp()
+        return start + self.validation_timeout
+
+    def _expired(self, message: Message, exc: Exception, outages: int) -> bool:
+        metrics.VALIDATOR_EXPIRED.labels(self.service).inc()
+        logger.error("request_id=%s %s gave up after %d failed tries (%s: %s): its validation "
+                     "timeout has passed, so the gateway rejects it without a verdict",
+                     message.key, self.name, outages, type(exc).__name__, exc)
+        return True
 
     def handle(self, announcement: dict[str, Any], message: Message | None = None) -> None:
         request_id = announcement.get("request_id")

@@ -15,7 +15,8 @@ from bus.local import LocalBus
 from core.settings import Settings
 from tests.helpers import wait_for
 from tests.validators.conftest import PayloadServer, announce, announcement, read
-from validators.loop import ValidatorLoop, Verdict, _Pending
+from validators.loop import ValidatorLoop, Verdict
+from validators.pending import Pending
 
 TOPIC, DLQ, VALIDATION = "platform.upload.svc", "platform.upload.svc.dlq", "platform.upload.validation"
 
@@ -41,7 +42,7 @@ def last_offset(bus: LocalBus) -> int:
 def test_pending_commits_only_the_finished_prefix() -> None:
     from bus import Message
 
-    pending = _Pending()
+    pending = Pending()
     messages = [Message(TOPIC, None, b"", 0, n) for n in (3, 7, 9)]
     assert all(pending.add(m) for m in messages)
     assert not pending.add(Message(TOPIC, None, b"", 0, 7))  # polled again while in flight
@@ -51,6 +52,25 @@ def test_pending_commits_only_the_finished_prefix() -> None:
     assert pending.committable() == [messages[1]]
     pending.finish(messages[2])
     assert pending.committable() == [messages[2]] and pending.committable() == []
+
+
+def test_pending_keeps_generations_apart() -> None:
+    """A partition that came back is polled again from its committed offset: the new
+    generation's queue commits on its own, and a message still in flight from the old one
+    is not started twice but finishes both."""
+    from bus import Message
+
+    pending = Pending()
+    old = [Message(TOPIC, None, b"", 0, n, generation=1) for n in (5, 6)]
+    assert all(pending.add(m) for m in old)
+    again = [Message(TOPIC, None, b"", 0, n, generation=2) for n in (5, 6, 7)]
+    assert [pending.add(m) for m in again] == [False, False, True]
+    pending.finish(again[2])
+    assert pending.committable() == []  # 5 and 6 are still in flight
+    pending.finish(old[0])
+    pending.finish(old[1])
+    assert sorted(pending.committable(), key=lambda m: m.generation) == [old[1], again[2]]
+    assert pending.committable() == []
 
 
 def test_bounded_concurrency_and_commit_after_the_oldest(bus: LocalBus, payloads: PayloadServer) -> None:
