@@ -133,6 +133,7 @@ class ValidatorLoop:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=self.name)
         self._slots = threading.Semaphore(workers)
         self._pending = Pending()
+        self._held: Message | None = None  # polled while paused, not started yet
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -183,12 +184,13 @@ class ValidatorLoop:
 
     def _poll_one(self, consumer: Any) -> None:
         """Poll one message into a free slot (held by the caller) and start it."""
-        try:
-            message = consumer.poll(0.2)
-        except BusUnavailable as exc:
-            logger.warning("%s: bus unavailable (%s); retrying", self.name, exc)
-            message = None
-            self._stop.wait(1.0)
+        message, self._held = self._held, None
+        if message is None:
+            try:
+                message = consumer.poll(0.2)
+            except BusUnavailable as exc:
+                logger.warning("%s: bus unavailable (%s); retrying", self.name, exc)
+                self._stop.wait(1.0)
         if message is None or not self._pending.add(message):
             self._slots.release()
             return
@@ -196,11 +198,13 @@ class ValidatorLoop:
 
     def _serve_paused(self, consumer: Any) -> None:
         """Every worker has been busy for a while: keep the consumer in its group
-        (heartbeats, rebalances, Kafka's poll interval) without taking messages."""
+        (heartbeats, rebalances, Kafka's poll interval) without taking messages. A
+        message it returns anyway waits for the next free slot."""
+        if self._held is not None:
+            return
         consumer.pause()
         try:
-            if consumer.poll(0) is not None:
-                raise AssertionError("a paused consumer returned a message")
+            self._held = consumer.poll(0)
         except BusUnavailable:
             pass
 
