@@ -26,10 +26,10 @@ from bus import get_bus
 from consumer.role import BundlerRole
 from core import logs
 from core.consumer import ConsumerLoop
+from core.resumable_tasks import ResumableSweeper
 from core.services import Services
 from core.settings import Settings, SettingsError
 from core.verdicts import VALIDATION_TOPIC, TimeoutSweeper, VerdictHandler
-from db import MigrationError
 from upload.app import make_app
 from validators import UnknownValidator, build_loops, preflight
 from validators.redrive import redrive
@@ -50,6 +50,10 @@ ROLES = {
 # Tornado's 64 KiB: 16 times fewer passes through the parser and the handler per byte
 # (bench/large_upload.py). Memory per upload stays bounded by the ingest path.
 READ_CHUNK = 1024 * 1024
+# Request headers up to 1 MiB instead of Tornado's 64 KiB: a tus concatenation names its
+# partial uploads in one header (at most 1,000 are accepted, ~60 KiB; a longer list gets a
+# clear 400 instead of a connection Tornado closes without an answer).
+MAX_HEADER_SIZE = 1024 * 1024
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -104,7 +108,7 @@ class Runtime:
             make_app(self.services), idle_connection_timeout=settings.http_idle_timeout,
             body_timeout=settings.http_body_timeout,
             max_body_size=settings.max_length + 4 * 1024 * 1024, xheaders=True,
-            chunk_size=READ_CHUNK,
+            chunk_size=READ_CHUNK, max_header_size=MAX_HEADER_SIZE,
         )
         self.server.listen(settings.listen_port, settings.listen_address)
         verdicts = VerdictHandler(settings, self.services.storage, self.services.database,
@@ -114,6 +118,10 @@ class Runtime:
         sweeper = TimeoutSweeper(verdicts, settings.validation_timeout)
         sweeper.start()
         self.stoppers += [loop.stop, sweeper.stop]
+        if self.services.resumable is not None:
+            tus_sweeper = ResumableSweeper(self.services.resumable)
+            tus_sweeper.start()
+            self.stoppers.append(tus_sweeper.stop)
         self.services.spawn(self._cleanup())
         logger.info("gateway listening on port %d (storage %s, bus %s)", settings.listen_port,
                     settings.storage_driver, "kafka" if settings.kafka_servers else "embedded")
@@ -212,11 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "watcher" and settings.watch_dir is None:
         print("configuration error: role watcher needs WATCH_DIR", file=sys.stderr)
         return 2
-    try:
-        asyncio.run(serve(args, settings))
-    except MigrationError as exc:
-        print(f"database error: {exc}", file=sys.stderr)
-        return 1
+    asyncio.run(serve(args, settings))
     return 0
 
 

@@ -223,14 +223,26 @@ class Ingestor:
 
     def _announcement(self, writer: PayloadWriter, checksums: dict[str, str]) -> dict[str, Any]:
         payload = writer.payload
-        url = self.storage.signed_url("quarantine", writer.object_key, self.settings.url_expiry)
-        message = {
+        message = self.announcement(payload, writer.object_key, writer.size, checksums,
+                                    writer.mime)
+        if payload.compress:
+            message["compression"] = "gzip"
+            message["stored_size"] = writer.stored_size
+        message.update(payload.extra)
+        return message
+
+    def announcement(self, payload: Payload, object_key: str, size: int,
+                     checksums: dict[str, str], mime: str | None) -> dict[str, Any]:
+        """The announcement of a payload stored in quarantine under ``object_key`` (every
+        intake's: multipart, watcher, tus)."""
+        url = self.storage.signed_url("quarantine", object_key, self.settings.url_expiry)
+        return {
             "request_id": payload.request_id,
             "payload_id": payload.request_id,
             "service": payload.service,
             "category": payload.category,
             "content_type": payload.content_type,
-            "size": writer.size,
+            "size": size,
             "url": url,
             "account": payload.account,
             "org_id": payload.org_id,
@@ -238,17 +250,12 @@ class Ingestor:
             "b64_identity": payload.b64_identity,
             "metadata": payload.metadata,
             "checksums": checksums,
-            "mime": writer.mime,
+            "mime": mime,
             "filename": payload.filename,
             "timestamp": payload.received_at.isoformat(),
             "callback_url": callback_url(self.settings.public_url, self.settings.url_signing_key,
                                          payload.request_id, self.settings.url_expiry),
         }
-        if payload.compress:
-            message["compression"] = "gzip"
-            message["stored_size"] = writer.stored_size
-        message.update(payload.extra)
-        return message
 
     def _row(self, writer: PayloadWriter, checksums: dict[str, str]) -> dict[str, Any]:
         payload = writer.payload

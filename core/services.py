@@ -11,9 +11,10 @@ from typing import Any, Coroutine
 from bus import Bus, get_bus
 from core.ingest import Ingestor
 from core.relay import OutboxRelay
+from core.resumable import Resumable
 from core.settings import Settings
 from db import Database
-from storage import Storage, get_storage
+from storage import Storage, get_storage, resumable
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,10 @@ class Services:
         self.executor = ThreadPoolExecutor(settings.upload_threads, thread_name_prefix="io")
         self.relay = OutboxRelay(database, bus)
         self.ingestor = Ingestor(settings, storage, database, self.executor, self.relay.wake)
+        # tus needs the storage's resumable capability, checked once here
+        appendable = resumable(storage)
+        self.resumable = (Resumable(self.ingestor, appendable, self.relay.wake)
+                          if appendable is not None else None)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.inflight = 0  # uploads being received; a graceful stop waits for them
 

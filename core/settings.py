@@ -136,6 +136,15 @@ def _validator_settings(env: Mapping[str, str], services: tuple[str, ...]) -> di
             "validator_max_attempts": _int(env, "VALIDATOR_MAX_ATTEMPTS", 3, minimum=1)}
 
 
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """``*`` or comma-separated origins (``scheme://host[:port]``) allowed by CORS."""
+    origins = _list(env, name, "")
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
+            raise SettingsError(f"{name}: {origin!r} is not * or scheme://host[:port]")
+    return origins
+
+
 def env_suffix(service: str) -> str:
     """``advisor`` → ``ADVISOR``: the suffix of that service's variables."""
     return service.upper().replace("-", "_")
@@ -197,6 +206,8 @@ class Settings:
     http_idle_timeout: float = 60.0
     http_body_timeout: float = 600.0
     shutdown_grace: float = 30.0
+    tus_expiry: int = 86400
+    tus_cors_origins: tuple[str, ...] = ()
 
     @property
     def buckets(self) -> dict[str, str]:
@@ -258,4 +269,6 @@ class Settings:
             http_idle_timeout=_float(env, "HTTP_IDLE_TIMEOUT", 60.0),
             http_body_timeout=_float(env, "HTTP_BODY_TIMEOUT", 600.0),
             shutdown_grace=_float(env, "SHUTDOWN_GRACE", 30.0),
+            tus_expiry=_int(env, "TUS_EXPIRY", 86400, minimum=60),
+            tus_cors_origins=_origins(env, "TUS_CORS_ORIGINS"),
         )

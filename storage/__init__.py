@@ -7,12 +7,16 @@ event loop run them in an executor.
 Drivers translate backend errors at their boundary: a missing object is
 ``FileNotFoundError``, a backend that cannot take or give data now (S3 unreachable, disk
 full) is ``StorageUnavailable``; anything else is re-raised as is.
+
+Optional capabilities are separate small interfaces, checked once at start-up
+(``resumable(storage)``): ``ResumableStorage`` appends to an incomplete object across
+requests and processes (tus uploads).
 """
 from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from typing import BinaryIO, Iterator, Sequence
+from typing import Any, BinaryIO, Iterator, Sequence
 
 from core.settings import Settings
 
@@ -105,6 +109,69 @@ class Storage(ABC):
 
     def close(self) -> None:
         """Release connections; the default has nothing to release."""
+
+
+RESUMABLE_PREFIX = "resumable/"
+
+
+class ResumableWriter(ABC):
+    """Appends to an incomplete object from the offset its last recorded checkpoint
+    names. Bytes written after that checkpoint by a writer that died are dropped (or
+    overwritten): the recorded state is the truth. Used by one thread at a time."""
+
+    offset: int = 0
+
+    @abstractmethod
+    def write(self, data: bytes) -> None:
+        """Append ``data``; may buffer (a bounded amount)."""
+
+    @abstractmethod
+    def checkpoint(self, final: bool = False) -> dict[str, Any]:
+        """Make everything written so far durable and return the state to record with
+        ``offset``. ``final``: nothing follows (the last piece may be short)."""
+
+    def recorded(self) -> None:
+        """The state of the last checkpoint is recorded: drop what it replaced."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release local resources; what was not checkpointed is not kept."""
+
+
+class ResumableStorage(ABC):
+    """Optional capability: objects written by several requests, possibly through
+    several processes, resumed from a recorded ``(offset, state)``.
+
+    Keys start with ``RESUMABLE_PREFIX``. While incomplete, an object is invisible to
+    ``list_keys`` and left alone by ``cleanup_incomplete``: its owner (the database row
+    that names its key) decides when it is complete or discarded."""
+
+    @abstractmethod
+    def open_resumable(self, bucket: str, key: str, offset: int, state: dict[str, Any],
+                       size_hint: int) -> ResumableWriter:
+        """Continue object ``key`` at ``offset`` with the ``state`` its last checkpoint
+        returned (``{}`` for a new one). ``size_hint``: the final size or an upper bound
+        of it (a driver may size its parts by it)."""
+
+    @abstractmethod
+    def complete_resumable(self, bucket: str, key: str, state: dict[str, Any],
+                           size: int) -> None:
+        """Make the object visible under ``key`` with its ``size`` checkpointed bytes.
+        Idempotent: an object completed already (a crash after this, a retry) is fine."""
+
+    @abstractmethod
+    def discard_resumable(self, bucket: str, key: str) -> None:
+        """Remove whatever incomplete data exists for ``key`` (not a completed object)."""
+
+    @abstractmethod
+    def list_resumable(self, bucket: str) -> Iterator[tuple[str, float]]:
+        """Keys with incomplete data in ``bucket`` and when each was started (epoch
+        seconds): the owner's sweeper discards those no live upload names."""
+
+
+def resumable(storage: Storage) -> ResumableStorage | None:
+    """The storage's resumable capability, or None when the driver has none."""
+    return storage if isinstance(storage, ResumableStorage) else None
 
 
 def get_storage(settings: Settings) -> Storage:

@@ -7,10 +7,12 @@ the gateway itself under ``core.signing.DOWNLOAD_PREFIX``).
 
 Layout: ``<WORKDIR>/<bucket dir>/<key>``; keys may hold ``/`` (sub-directories) but never
 ``..``, ``.`` or empty components, a leading ``/`` or NUL, and may not start with
-``.incomplete`` (``ValueError``). Objects being written live in
+``.incomplete`` or ``.resumable`` (``ValueError``). Objects being written live in
 ``<bucket dir>/.incomplete/<name>.part-<random>`` until ``commit`` fsyncs the file,
 renames it into place and fsyncs the directory, so a crash never shows a partial object
-and ``list_keys`` never sees one. All buckets must sit on one filesystem (``move`` is a
+and ``list_keys`` never sees one. Resumable objects (tus uploads) are appended to in
+``<bucket dir>/.resumable/`` (``storage.localdisk_resumable``), which neither ``list_keys``
+nor ``cleanup_incomplete`` touch. All buckets must sit on one filesystem (``move`` is a
 rename).
 
 Signed URLs name the *logical* bucket (``quarantine``, ``perm``, ``reject``): the download
@@ -35,6 +37,7 @@ from typing import BinaryIO
 from core.settings import Settings
 from core.signing import sign_download_url
 from storage import BUCKETS, ObjectWriter, Storage, StorageUnavailable
+from storage.localdisk_resumable import RESUMABLE_DIR, LocalDiskResumable
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +95,8 @@ def _check_key(key: str) -> None:
     if "\x00" in key or key.startswith("/"):
         raise ValueError(f"invalid object key {key!r}")
     parts = key.split("/")
-    if any(part in ("", ".", "..") for part in parts) or parts[0] == INCOMPLETE_DIR:
+    if any(part in ("", ".", "..") for part in parts) or parts[0] in (INCOMPLETE_DIR,
+                                                                       RESUMABLE_DIR):
         raise ValueError(f"invalid object key {key!r}")
 
 
@@ -183,7 +187,7 @@ class LocalDiskWriter(ObjectWriter):
             os.close(fd)
 
 
-class LocalDiskStorage(Storage):
+class LocalDiskStorage(LocalDiskResumable, Storage):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._roots = {
@@ -276,8 +280,8 @@ class LocalDiskStorage(Storage):
     def list_keys(self, bucket: str) -> Iterator[str]:
         root = self._root(bucket)
         for dirpath, dirnames, filenames in os.walk(root):
-            if Path(dirpath) == root and INCOMPLETE_DIR in dirnames:
-                dirnames.remove(INCOMPLETE_DIR)
+            if Path(dirpath) == root:
+                dirnames[:] = [d for d in dirnames if d not in (INCOMPLETE_DIR, RESUMABLE_DIR)]
             dirnames.sort()
             relative = Path(dirpath).relative_to(root)
             for name in sorted(filenames):

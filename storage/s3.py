@@ -21,7 +21,11 @@ remainder and completes the upload. A writer never holds more than one part in m
 Limits: 10,000 parts, so at most 80 GiB per object at the default part size. ``move`` is
 ``CopyObject`` + ``DeleteObject`` (a managed multipart copy above 5 GiB).
 
-``cleanup_incomplete`` aborts every unfinished multipart upload in the three buckets
+Resumable objects (tus uploads) are multipart uploads under ``resumable/`` kept across
+requests, with short tails in ``.resumable/`` objects (``storage.s3_resumable``).
+
+``cleanup_incomplete`` aborts every unfinished multipart upload in the three buckets but
+the resumable ones
 (those started more than ``incomplete_min_age`` seconds ago, default 0: all of them). It is
 meant for start-up; with several gateways sharing the buckets, pass a minimum age larger
 than the longest upload so that one restarting instance does not abort another's uploads.
@@ -51,7 +55,8 @@ from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadErro
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from core.settings import Settings
-from storage import BUCKETS, ObjectWriter, Storage, StorageUnavailable
+from storage import BUCKETS, RESUMABLE_PREFIX, ObjectWriter, Storage, StorageUnavailable
+from storage.s3_resumable import TAIL_PREFIX, S3Resumable
 from storage.s3buckets import BucketKeepingClient
 
 logger = logging.getLogger(__name__)
@@ -242,7 +247,7 @@ def _make_client(settings: Settings) -> Any:
     return session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
 
 
-class S3Storage(Storage):
+class S3Storage(S3Resumable, Storage):
     def __init__(
         self,
         settings: Settings,
@@ -358,7 +363,8 @@ class S3Storage(Storage):
         with _translate(f"bucket {bucket}"):
             for page in paginator.paginate(Bucket=self._name(bucket)):
                 for item in page.get("Contents", ()):
-                    yield item["Key"]
+                    if not item["Key"].startswith(TAIL_PREFIX):
+                        yield item["Key"]
 
     def cleanup_incomplete(self) -> int:
         cutoff = time.time() - self._incomplete_min_age
@@ -368,6 +374,8 @@ class S3Storage(Storage):
             with _translate(f"bucket {name}"):
                 for page in paginator.paginate(Bucket=name):
                     for upload in page.get("Uploads", ()):
+                        if upload["Key"].startswith(RESUMABLE_PREFIX):
+                            continue  # a resumable upload's: its owner discards it
                         if upload["Initiated"].timestamp() <= cutoff:
                             removed += self._abort_upload(name, upload["Key"], upload["UploadId"])
         if removed:

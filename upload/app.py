@@ -1,10 +1,12 @@
 """The Tornado application: every API route under /api/v1/ and /api/ingress/v1/."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import tornado.web
 
+import tus
 from consumer import api as bundler_api
 from core.services import Services
 from upload import api, callbacks
@@ -30,15 +32,40 @@ def routes(services: Services) -> list[Any]:
         (r"/metrics", api.MetricsHandler, deps),
     ]
     table += bundler_api.routes(services, PREFIXES)
+    table += tus.routes(services, PREFIXES)
     return table
 
 
+# Tornado reads request headers up to app.MAX_HEADER_SIZE (1 MiB) so that a tus
+# concatenation naming thousands of partial uploads gets a clear 400; every other request
+# keeps Tornado's usual 64 KiB and gets 431 past it.
+HEADER_LIMIT = 64 * 1024
+
+
+class HeadersTooLarge(api.NotFoundHandler):
+    def prepare(self) -> None:
+        self.set_status(431)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": "headers_too_large",
+                                "message": f"request headers exceed {HEADER_LIMIT} bytes"}))
+
+
+class GatewayApplication(tornado.web.Application):
+    def find_handler(self, request: Any, **kwargs: Any) -> Any:
+        size = sum(len(k) + len(v) + 4 for k, v in request.headers.get_all())
+        if size > HEADER_LIMIT and "/tus" not in request.path:
+            return self.get_handler_delegate(request, HeadersTooLarge,
+                                             {"services": self.settings["services"]})
+        return super().find_handler(request, **kwargs)
+
+
 def make_app(services: Services, extra_routes: list[Any] | None = None) -> tornado.web.Application:
-    return tornado.web.Application(
+    return GatewayApplication(
         routes(services) + list(extra_routes or []),
         default_handler_class=api.NotFoundHandler,
         default_handler_args={"services": services},
         log_function=_log_request,
+        services=services,
     )
 
 

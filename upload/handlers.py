@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
-import uuid
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -15,6 +13,7 @@ from tornado.web import stream_request_body
 from bus import BusUnavailable
 from core import metrics
 from core.ingest import Payload, PayloadWriter
+from core.intake import clean_filename, request_id_from
 from storage import StorageUnavailable
 from upload.base import ApiHandler, Services
 from upload.errors import ApiError
@@ -23,7 +22,6 @@ from upload.multipart import MultipartStream, route
 
 logger = logging.getLogger(__name__)
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # room for part headers, boundaries and the metadata part around the file itself
 ENVELOPE = 1024 * 1024
 
@@ -53,8 +51,7 @@ class UploadHandler(ApiHandler):
 
     async def prepare(self) -> None:
         settings = self.services.settings
-        header_id = self.request.headers.get("x-rh-insights-request-id", "")
-        self.request_id = header_id if REQUEST_ID.match(header_id) else uuid.uuid4().hex
+        self.request_id = request_id_from(self.request.headers.get("x-rh-insights-request-id"))
         self.identity = parse_identity(self.request.headers.get("x-rh-identity"))
         if self.identity is None and settings.identity_required:
             raise ApiError("identity_required", "a valid x-rh-identity header is required")
@@ -103,7 +100,7 @@ class UploadHandler(ApiHandler):
         identity = self.identity
         payload = Payload(
             request_id=self.request_id, service=routed.service, category=routed.category,
-            content_type=routed.content_type, filename=_clean_filename(filename),
+            content_type=routed.content_type, filename=clean_filename(filename),
             account=identity.account if identity else None,
             org_id=identity.org_id if identity else None,
             principal=identity.principal if identity else None,
@@ -182,12 +179,3 @@ def _metadata(raw: bytes | None) -> dict[str, Any]:
         raise ApiError("malformed_metadata", "metadata must be a JSON object")
     return value
 
-
-def _clean_filename(name: str | None) -> str | None:
-    """Keep the base name only, printable, at most 255 characters (it is recorded, never
-    used as a path)."""
-    if not name:
-        return None
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    cleaned = "".join(ch for ch in base if ch.isprintable())[:255]
-    return cleaned or None

@@ -15,11 +15,10 @@ that streaming-form-data is faster did not hold.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 from python_multipart.multipart import FormParserError, MultipartParser, parse_options_header
 
+from core import intake
+from core.intake import IntakeError, Route
 from upload.errors import ApiError
 
 FILE_PARTS = ("file", "upload")
@@ -27,31 +26,13 @@ METADATA_PART = "metadata"
 MAX_METADATA = 64 * 1024
 TAIL = 1024
 
-CONTENT_TYPE = re.compile(
-    r"^application/vnd\.redhat\.(?P<service>[a-z0-9_-]+)\.(?P<category>[A-Za-z0-9_.-]+?)"
-    r"(?:\+(?P<ext>[A-Za-z0-9.-]+))?$"
-)
-
-
-@dataclass(frozen=True)
-class Route:
-    service: str
-    category: str
-    content_type: str
-
 
 def route(content_type: str | None, valid_services: tuple[str, ...]) -> Route:
-    """Service and category from the file part's own Content-Type."""
-    value = (content_type or "").split(";", 1)[0].strip()
-    match = CONTENT_TYPE.match(value)
-    if not match:
-        raise ApiError("unsupported_media_type",
-                       f"file part content type {value[:200]!r} is not "
-                       "application/vnd.redhat.<service>.<category>[+ext]")
-    if match["service"] not in valid_services:
-        raise ApiError("unsupported_service",
-                       f"service {match['service']!r} is not one of {', '.join(valid_services)}")
-    return Route(match["service"], match["category"], value)
+    """Service and category from the file part's own Content-Type (core.intake.route)."""
+    try:
+        return intake.route(content_type, valid_services)
+    except IntakeError as exc:
+        raise ApiError(exc.code, "file part " + exc.message) from None
 
 
 def _boundary(headers: object) -> bytes:

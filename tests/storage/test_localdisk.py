@@ -17,6 +17,7 @@ from core.signing import DOWNLOAD_PREFIX, verify_download
 from storage import Storage, StorageUnavailable, get_storage
 from storage import localdisk
 from storage.localdisk import LocalDiskStorage
+from tests.contracts.resumable_contract import ResumableContract
 from tests.contracts.storage_contract import StorageContract, new_key, put
 
 SIGNING_KEY = "localdisk-test-key"
@@ -89,7 +90,7 @@ def storage(tmp_path: Path, download_server: DownloadServer) -> Iterator[LocalDi
     download_server.storage = None
 
 
-class TestLocalDiskContract(StorageContract):
+class TestLocalDiskContract(StorageContract, ResumableContract):
     pass
 
 

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from core.settings import Settings
 from storage import StorageUnavailable, get_storage
 from storage.s3 import PART_SIZE, S3Storage, S3Writer, _translate
+from tests.contracts.resumable_contract import ResumableContract
 from tests.contracts.storage_contract import MIB, StorageContract, new_key, put, read_all
 
 pytestmark = pytest.mark.s3
@@ -30,7 +31,7 @@ def storage(s3_settings: Settings) -> Iterator[S3Storage]:
     driver.close()
 
 
-class TestS3Contract(StorageContract):
+class TestS3Contract(StorageContract, ResumableContract):
     refuses_bad_urls = False  # moto serves presigned URLs without checking them
 
 
