@@ -24,10 +24,17 @@ _CLAIMS: dict[int, Any] = {}
 
 def _claim_statement(limit: int) -> Any:
     """Lease the ``limit`` oldest free messages in one UPDATE … RETURNING (SQLite ≥ 3.35,
-    PostgreSQL); built once per limit."""
+    PostgreSQL); built once per limit.
+
+    On PostgreSQL the rows are picked ``FOR UPDATE SKIP LOCKED`` in id order: a relay
+    never waits for rows another relay is claiming (or deleting) at the same moment, it
+    takes the next free ones, so concurrent relays share the outbox instead of locking
+    the same rows in different orders (DeadlockDetected). SQLite has one writer at a time
+    and no row locks; the clause is left out there."""
     statement = _CLAIMS.get(limit)
     if statement is None:
-        ids = select(outbox.c.id).where(_FREE).order_by(outbox.c.id).limit(limit)
+        ids = (select(outbox.c.id).where(_FREE).order_by(outbox.c.id).limit(limit)
+               .with_for_update(skip_locked=True))
         statement = _CLAIMS[limit] = (
             update(outbox)
             .where(outbox.c.id.in_(ids.scalar_subquery()))
