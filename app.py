@@ -30,6 +30,7 @@ from core.resumable_tasks import ResumableSweeper
 from core.services import Services
 from core.settings import Settings, SettingsError
 from core.verdicts import VALIDATION_TOPIC, TimeoutSweeper, VerdictHandler
+from db import MigrationError
 from upload.app import make_app
 from validators import UnknownValidator, build_loops, preflight
 from validators.redrive import redrive
@@ -220,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "watcher" and settings.watch_dir is None:
         print("configuration error: role watcher needs WATCH_DIR", file=sys.stderr)
         return 2
-    asyncio.run(serve(args, settings))
+    try:
+        asyncio.run(serve(args, settings))
+    except MigrationError as exc:
+        print(f"database error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -14,6 +14,7 @@ Every method is blocking and thread-safe (one pooled connection per call).
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import logging
 import threading
@@ -23,8 +24,9 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from alembic.util import CommandError as AlembicError
+from sqlalchemy import Connection, bindparam, insert, select, text, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bus.topics import PAYLOAD_STATUS
 from db.engine import as_utc, make_engine, utcnow
@@ -32,8 +34,8 @@ from db.outbox import OutboxItem, OutboxQueries, OutboxRow
 from db.schema import upload_events, uploads
 from db.tus import TusQueries, tus_uploads
 
-__all__ = ["OPEN_FOR_VERDICT", "RANK", "VERDICT_STATUS", "Database", "OutboxItem", "OutboxRow",
-           "Verdict", "as_utc", "make_engine", "utcnow"]
+__all__ = ["OPEN_FOR_VERDICT", "RANK", "VERDICT_STATUS", "Database", "MigrationError",
+           "OutboxItem", "OutboxRow", "Verdict", "as_utc", "make_engine", "utcnow"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,13 @@ RANK = {
 }
 VERDICT_STATUS = {"success": "validated", "failure": "rejected", "handoff": "handed_off"}
 OPEN_FOR_VERDICT = ("stored", "announced", "handed_off")
+# pg_advisory_xact_lock key that serializes schema upgrades (any fixed 64-bit number)
+MIGRATION_LOCK = 0x75706C6F6164  # "upload"
+
+
+class MigrationError(RuntimeError):
+    """The schema could not be brought up to date (database unreachable, unknown
+    revision, a failing migration): the process cannot start."""
 
 
 # Hot-path statements are built once: a statement object memoizes its cache key, while a
@@ -111,12 +120,33 @@ class Database(OutboxQueries, TusQueries):
         self.status_topic = status_topic
 
     def migrate(self) -> None:
+        """Upgrade the schema to every head, once, however many processes start at the
+        same moment: on PostgreSQL under a transaction-level advisory lock (DDL is
+        transactional there, so whoever waited finds the schema current and does
+        nothing); on SQLite, whose DDL commits on its own, under an exclusive lock on a
+        file beside the database. ``MigrationError`` says what went wrong."""
         config = Config()
         config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-        with self.engine.begin() as conn:
-            config.attributes["connection"] = conn
-            # "heads": packages add migrations on branches of their own off 0001
-            command.upgrade(config, "heads")
+        try:
+            with self._migration_lock(), self.engine.begin() as conn:
+                if self.engine.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                 {"key": MIGRATION_LOCK})
+                config.attributes["connection"] = conn
+                # "heads": packages add migrations on branches of their own off 0001
+                command.upgrade(config, "heads")
+        except (SQLAlchemyError, AlembicError) as exc:
+            raise MigrationError(f"database schema upgrade failed: {exc}") from exc
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+        if not path or path == ":memory:":
+            yield
+            return
+        with open(f"{path}.migrate-lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+            yield
 
     def close(self) -> None:
         self.engine.dispose()
