@@ -44,6 +44,8 @@ class TusBase(tornado.web.RequestHandler):
         self.length: int | None = None
         self.checksum: protocol.Checksum | None = None
         self.failed = False
+        self.body_done = False
+        self.feeding = asyncio.Lock()  # data_received and a disconnect never feed at once
         self.set_default_headers()  # Tornado set them once already, before services were known
 
     # answers ------------------------------------------------------------------------------
@@ -210,7 +212,10 @@ class TusBase(tornado.web.RequestHandler):
             self.fail(TusError("upload_too_large", "the body goes past the upload's length"))
             return
         try:
-            await self.pipe.write(chunk)
+            async with self.feeding:
+                if self.pipe is None or self.failed:
+                    return
+                await self.pipe.write(chunk)
         except LeaseLost as exc:
             await self.give_back()
             self.fail(TusError("upload_locked", str(exc)))
@@ -223,6 +228,7 @@ class TusBase(tornado.web.RequestHandler):
         """The whole body arrived: verify its checksum, checkpoint it, finish the upload
         when it is complete. Returns the new offset."""
         assert self.pipe is not None and self.session is not None
+        self.body_done = True  # from here a disconnect changes nothing: this request records
         await self.pipe.drain()
         session = self.session
         if self.checksum is not None and session.checksum.digest() != self.checksum.digest:
@@ -243,13 +249,18 @@ class TusBase(tornado.web.RequestHandler):
 
     def on_connection_close(self) -> None:
         super().on_connection_close()
-        if self.pipe is not None and not self._finished and not self.failed:
+        if self.pipe is not None and not self._finished and not self.failed \
+                and not self.body_done:
             self.failed = True
             self.services.spawn(self._keep_what_arrived())
 
     async def _keep_what_arrived(self) -> None:
         """The client went away mid-body: keep the bytes that arrived (tus: store as much
         as possible), unless a checksum was promised for the whole body."""
+        async with self.feeding:  # a chunk being fed when the connection closed goes first
+            await self._keep()
+
+    async def _keep(self) -> None:
         pipe, session = self.pipe, self.session
         if pipe is None or session is None or self.checksum is not None:
             await self.give_back()
