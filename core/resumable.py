@@ -2,10 +2,10 @@
 several gateways (the core of the tus intake; tus/ speaks the protocol).
 
 An upload is a ``tus_uploads`` row (db/tus.py) and an incomplete object in quarantine
-(``storage.ResumableStorage``). Whoever writes holds the row's lease (a database lease
-that a dead holder loses after ``LEASE_SECONDS``). A ``Session`` appends blocks through
-the storage driver while hashing them, and a checkpoint makes them durable in storage
-*before* it records the new offset with the storage state and the hash state: an offset
+(``storage.ResumableStorage``). Whoever writes holds the row's lease (a database lease a
+dead holder loses after ``TUS_LEASE_SECONDS``, default 30, renewed by a live one every
+third of it). A ``Session`` appends blocks through the storage driver while hashing
+them, and a checkpoint makes them durable in storage *before* it records the new offset with the storage state and the hash state: an offset
 the database holds (and so any offset a client was told) is always backed by stored
 bytes; bytes past it are dropped by the next writer.
 
@@ -45,8 +45,7 @@ from storage import RESUMABLE_PREFIX, ResumableStorage, ResumableWriter, Storage
 
 logger = logging.getLogger(__name__)
 
-LEASE_SECONDS = 30.0
-RENEW_AFTER = 10.0  # a writer renews its lease once this much of it has passed
+RENEW_FRACTION = 1 / 3  # a writer renews its lease once this much of it has passed
 ASSET_SERVICE = "assets"
 
 
@@ -114,18 +113,23 @@ def asset_event(kind: str, name: str, sha1: str, request_id: str) -> OutboxItem:
 class Lease:
     """A held lease, renewed as the writer goes (blocking; called from pool threads)."""
 
-    def __init__(self, database: Database, tus_id: str, token: str) -> None:
+    def __init__(self, database: Database, tus_id: str, token: str, ttl: float) -> None:
         self.database = database
         self.tus_id = tus_id
         self.token = token
+        self.ttl = ttl
         self.renewed = time.monotonic()
+
+    @property
+    def due(self) -> bool:
+        return time.monotonic() - self.renewed >= self.ttl * RENEW_FRACTION
 
     def check(self) -> None:
         """Renew when due; ``LeaseLost`` when another request took it meanwhile."""
-        if time.monotonic() - self.renewed < RENEW_AFTER:
+        if not self.due:
             return
         started = time.monotonic()
-        if not self.database.renew_tus(self.tus_id, self.token, LEASE_SECONDS):
+        if not self.database.renew_tus(self.tus_id, self.token, self.ttl):
             raise LeaseLost(f"upload {self.tus_id} was taken over")
         self.renewed = started
 
@@ -137,7 +141,7 @@ class Session:
                  checksum: Any | None = None) -> None:
         self.resumable = resumable
         self.row = row
-        self.lease = Lease(resumable.database, row["id"], token)
+        self.lease = Lease(resumable.database, row["id"], token, resumable.lease_seconds)
         self.before = row["upload_offset"]
         self.length: int | None = row["upload_length"]
         self.checksum = checksum  # a hashlib object for this request's Upload-Checksum
@@ -202,6 +206,7 @@ class Resumable:
         self.objects: Storage = ingestor.storage
         self.database: Database = ingestor.database
         self.executor: Executor = ingestor.executor
+        self.lease_seconds = float(self.settings.tus_lease_seconds)
         self._on_recorded = on_recorded
 
     def expires_at(self) -> Any:
@@ -229,7 +234,8 @@ class Resumable:
             "object_key": RESUMABLE_PREFIX + uuid.uuid4().hex, "storage_state": "{}",
             "hash_state": None, "head": b"",
             "lease_owner": lease_token,
-            "lease_until": now + dt.timedelta(seconds=LEASE_SECONDS) if lease_token else None,
+            "lease_until": (now + dt.timedelta(seconds=self.lease_seconds)
+                            if lease_token else None),
             "expires_at": self.expires_at(),
         }
         upload = None
@@ -252,7 +258,7 @@ class Resumable:
     def acquire(self, tus_id: str, token: str, states: tuple[str, ...] = ("receiving",
                                                                          "complete")
                 ) -> dict[str, Any] | None:
-        return self.database.acquire_tus(tus_id, token, LEASE_SECONDS, states)
+        return self.database.acquire_tus(tus_id, token, self.lease_seconds, states)
 
     def release(self, tus_id: str, token: str) -> None:
         self.database.release_tus(tus_id, token)

@@ -14,7 +14,7 @@ run one: every action takes the upload's lease first):
 - expires uploads still receiving past their ``expires_at``, and partials nobody
   concatenated (their stored bytes removed, their URL answers 410);
 - finishes uploads left ``complete`` or final uploads left half-copied by a request or
-  gateway that went away (lease free, untouched for ``STALE_SECONDS``);
+  gateway that went away (lease free, untouched for two lease periods);
 - discards incomplete storage objects that no open upload owns (a gateway that died
   after starting a multipart upload it never recorded), once they are an hour old.
 """
@@ -28,13 +28,13 @@ import time
 from typing import Any
 
 from core.ingest import BLOCK
-from core.resumable import LEASE_SECONDS, Lease, LeaseLost, Resumable
+from core.resumable import Lease, LeaseLost, Resumable
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_BYTES = 64 * 1024 * 1024
 SWEEP_SECONDS = 30.0
-STALE_SECONDS = 2 * LEASE_SECONDS
+STALE_LEASES = 2  # an unfinished upload is stale after this many leases untouched
 LEFTOVER_SECONDS = 3600.0
 
 
@@ -42,15 +42,15 @@ class PartialsLease(Lease):
     """The final upload's lease, renewing the partials' with it."""
 
     def __init__(self, lease: Lease, partial_ids: list[str]) -> None:
-        super().__init__(lease.database, lease.tus_id, lease.token)
+        super().__init__(lease.database, lease.tus_id, lease.token, lease.ttl)
         self.partial_ids = partial_ids
 
     def check(self) -> None:
-        due = time.monotonic() - self.renewed >= 10.0
+        due = self.due
         super().check()
         if due:
             for partial_id in self.partial_ids:
-                if not self.database.renew_tus(partial_id, self.token, LEASE_SECONDS):
+                if not self.database.renew_tus(partial_id, self.token, self.ttl):
                     raise LeaseLost(f"partial upload {partial_id} was taken over")
 
 
@@ -122,7 +122,7 @@ class ResumableSweeper:
     def sweep(self, now: dt.datetime | None = None) -> int:
         """One pass; returns how many uploads it acted on."""
         now = now or dt.datetime.now(dt.timezone.utc)
-        stale = now - dt.timedelta(seconds=STALE_SECONDS)
+        stale = now - dt.timedelta(seconds=STALE_LEASES * self.resumable.lease_seconds)
         acted = 0
         for row in self.database.tus_due(now, stale):
             try:

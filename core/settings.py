@@ -207,6 +207,7 @@ class Settings:
     http_body_timeout: float = 600.0
     shutdown_grace: float = 30.0
     tus_expiry: int = 86400
+    tus_lease_seconds: int = 30
     tus_cors_origins: tuple[str, ...] = ()
 
     @property
@@ -270,5 +271,6 @@ class Settings:
             http_body_timeout=_float(env, "HTTP_BODY_TIMEOUT", 600.0),
             shutdown_grace=_float(env, "SHUTDOWN_GRACE", 30.0),
             tus_expiry=_int(env, "TUS_EXPIRY", 86400, minimum=60),
+            tus_lease_seconds=_int(env, "TUS_LEASE_SECONDS", 30, minimum=3),
             tus_cors_origins=_origins(env, "TUS_CORS_ORIGINS"),
         )

@@ -20,4 +20,14 @@ if ! command -v gpg-agent >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1;
      (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q gpg gpg-agent >/dev/null 2>&1)) || \
      echo "warning: could not install gpg; watcher decrypt tests will fail" >&2
 fi
+# tus-js-client for tests/tus/test_js_client.py: Debian's node, the npm lock file's versions.
+if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    (apt-get install -y -q nodejs npm >/dev/null 2>&1 || \
+     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nodejs npm >/dev/null 2>&1)) || \
+     echo "warning: could not install node; tus-js-client tests will fail" >&2
+fi
+if command -v npm >/dev/null 2>&1; then
+    (cd tests/tus/js && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || \
+     echo "warning: npm ci failed in tests/tus/js; tus-js-client tests will fail" >&2
+fi
 exec python -m pytest "$@"
