@@ -6,6 +6,7 @@
     python app.py bundler         the treatment-plan bundler (asset transfers)
     python app.py watcher         the lab-share watcher on WATCH_DIR (+ /metrics, health)
     python app.py redrive SERVICE move SERVICE's dead letters back onto its topic, then exit
+    python app.py puller          the pull sources of PULL_PROVIDERS (+ jobs API, /metrics, health)
     python app.py --help          this list
 
 Configuration comes from the environment (see README.md); a bad value stops start-up with
@@ -31,6 +32,8 @@ from core.services import Services
 from core.settings import Settings, SettingsError
 from core.verdicts import VALIDATION_TOPIC, TimeoutSweeper, VerdictHandler
 from db import MigrationError
+from pull.role import ProviderError, PullRole
+from pull.role import preflight as pull_preflight
 from upload.app import make_app
 from validators import UnknownValidator, build_loops, preflight
 from validators.redrive import redrive
@@ -46,6 +49,7 @@ ROLES = {
     "watcher": "the lab-share watcher: ingests the files dropped in WATCH_DIR",
     "redrive": "move the dead letters of the service named next back onto its topic "
                "(validators/redrive.py), then exit",
+    "puller": "the pull sources: fetches the files of the providers in PULL_PROVIDERS",
 }
 # Body chunks handed to the upload handler (and socket reads) of up to 1 MiB instead of
 # Tornado's 64 KiB: 16 times fewer passes through the parser and the handler per byte
@@ -97,8 +101,9 @@ def run_redrive(settings: Settings, service: str, idle: float) -> int:
 class Runtime:
     """Starts the asked roles on one Services, and stops them in order."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, pull: PullRole | None = None) -> None:
         self.services = services
+        self.pull = pull
         self.server: HTTPServer | None = None
         self.stoppers: list[Callable[[], Any]] = []
         self.watcher: Watcher | None = None
@@ -106,7 +111,8 @@ class Runtime:
     def start_gateway(self) -> None:
         settings = self.services.settings
         self.server = HTTPServer(
-            make_app(self.services), idle_connection_timeout=settings.http_idle_timeout,
+            make_app(self.services, self.pull.routes() if self.pull else None),
+            idle_connection_timeout=settings.http_idle_timeout,
             body_timeout=settings.http_body_timeout,
             max_body_size=settings.max_length + 4 * 1024 * 1024, xheaders=True,
             chunk_size=READ_CHUNK, max_header_size=MAX_HEADER_SIZE,
@@ -158,6 +164,8 @@ class Runtime:
     async def stop(self) -> None:
         if self.watcher is not None:
             await self.watcher.stop()
+        if self.pull is not None:
+            await self.pull.stop()
         if self.server is not None:
             self.server.stop()
             try:
@@ -178,9 +186,10 @@ class Runtime:
         await self.server.close_all_connections()
 
 
-async def serve(args: argparse.Namespace, settings: Settings) -> None:
+async def serve(args: argparse.Namespace, settings: Settings,
+                providers: dict[str, Any] | None = None) -> None:
     services = Services.build(settings)
-    runtime = Runtime(services)
+    runtime = Runtime(services, PullRole(services, providers) if providers else None)
     services.relay.start()
     if args.role in ("all", "gateway"):
         runtime.start_gateway()
@@ -192,6 +201,8 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
         runtime.start_bundler()
     if args.role == "watcher" or (args.role == "all" and settings.watch_dir is not None):
         await runtime.start_watcher(serve_status=args.role == "watcher")
+    if runtime.pull is not None and args.role in ("all", "puller"):
+        await runtime.pull.start(serve_status=args.role == "puller")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -222,7 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         print("configuration error: role watcher needs WATCH_DIR", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(args, settings))
+        providers = pull_preflight(settings)
+    except ProviderError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.role == "puller" and not providers:
+        print("configuration error: role puller needs PULL_PROVIDERS", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(args, settings, providers))
     except MigrationError as exc:
         print(f"database error: {exc}", file=sys.stderr)
         return 1

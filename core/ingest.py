@@ -59,6 +59,7 @@ class Payload:
     compress: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     received_at: dt.datetime = field(default_factory=utcnow)
+    note: str | None = None  # where it came from: the timeline's received entry says it
 
 
 class PayloadWriter:
@@ -277,4 +278,5 @@ class Ingestor:
             "compression": "gzip" if payload.compress else None,
             "object_key": writer.object_key,
             "bucket": "quarantine",
+            **({"note": payload.note} if payload.note else {}),
         }

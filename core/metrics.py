@@ -59,3 +59,19 @@ VALIDATION_TIMEOUTS = Counter(
 CALLBACKS = Counter(
     "upload_callbacks_total", "Verdicts posted to callback URLs, by outcome", ["outcome"]
 )
+PULL_FILES = Counter(
+    "pull_files_total", "Remote files the puller finished, by provider and outcome (ingested, "
+    "duplicate, failed, changed)", ["provider", "outcome"],
+)
+PULL_BYTES = Counter(
+    "pull_bytes_total", "Bytes of the remote files the puller finished, by provider and outcome",
+    ["provider", "outcome"],
+)
+PULL_JOB_SECONDS = Histogram(
+    "pull_job_duration_seconds", "Pull jobs from start to end, by provider and final state",
+    ["provider", "state"], buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+)
+PULL_LAST_SUCCESS = Gauge(
+    "pull_last_success_timestamp_seconds", "When a pull job of the provider last completed "
+    "(Unix time)", ["provider"],
+)

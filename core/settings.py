@@ -189,6 +189,7 @@ class Settings:
     watch_concurrency: int = 8
     watch_max_ratio: float = 200.0
     watch_max_members: int = 10000
+    pull_providers: Path | None = None
     gpg_home: Path | None = None
     gpg_passphrase: str | None = field(default=None, repr=False)
     identity_required: bool = False
@@ -255,6 +256,8 @@ class Settings:
             watch_concurrency=_int(env, "WATCH_CONCURRENCY", 8, minimum=1),
             watch_max_ratio=_float(env, "WATCH_MAX_RATIO", 200.0),
             watch_max_members=_int(env, "WATCH_MAX_MEMBERS", 10000, minimum=1),
+            pull_providers=Path(env["PULL_PROVIDERS"]).resolve() if env.get("PULL_PROVIDERS")
+            else None,
             gpg_home=Path(env["GPG_HOME"]).resolve() if env.get("GPG_HOME") else None,
             gpg_passphrase=env.get("GPG_PASSPHRASE") or None,
             identity_required=_bool(env, "IDENTITY_REQUIRED", False),

@@ -196,7 +196,8 @@ class Database(OutboxQueries, TusQueries):
         messages: Sequence[OutboxItem],
     ) -> None:
         """Insert a stored upload, its received/stored timeline and its outbox messages
-        in one transaction: once this returns, the announcement cannot be lost."""
+        in one transaction: once this returns, the announcement cannot be lost. A
+        ``note`` in ``row`` (where the payload came from) is the received entry's message."""
         with self._begin() as conn:
             self._record(conn, [(row, received_at, messages)])
 
@@ -232,15 +233,16 @@ class Database(OutboxQueries, TusQueries):
     ) -> None:
         now = utcnow()
         conn.execute(_INSERT_UPLOADS, [
-            {**row, "status": "stored", "created_at": received_at, "updated_at": now}
+            {**{k: v for k, v in row.items() if k != "note"}, "status": "stored",
+             "created_at": received_at, "updated_at": now}
             for row, received_at, _ in entries
         ])
         conn.execute(_INSERT_EVENTS, [
             event
             for row, received_at, _ in entries
             for event in (
-                {"request_id": row["request_id"], "status": "received", "message": None,
-                 "at": received_at},
+                {"request_id": row["request_id"], "status": "received",
+                 "message": row.get("note"), "at": received_at},
                 {"request_id": row["request_id"], "status": "stored", "message": None,
                  "at": now},
             )

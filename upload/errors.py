@@ -19,6 +19,7 @@ STATUS = {
     "already_associated": 409,
     "not_associable": 409,
     "already_decided": 409,
+    "job_running": 409,
     "upload_too_large": 413,
     "unsupported_service": 415,
     "unsupported_media_type": 415,

@@ -1,0 +1,221 @@
+"""A resumable download of one remote file version into its incomplete local file.
+
+The incomplete file (``WORKDIR/pull-work/incomplete/<file key>.part``) holds the file's
+first bytes in order. Every ``CHECKPOINT_SECONDS``, when the transfer stops for any reason
+(a dropped connection included) and at the end, it is fsynced and its length recorded in
+the database (``pull_files.bytes_done``); the next attempt, in this process or after a
+restart, truncates it to that length and asks the server only for the rest (SFTP reads
+at an offset). Blocks that had arrived out of order beyond the contiguous prefix are read
+again. The end is verified: exactly the listed size, from a file whose size and mtime
+are still the listed ones (else ``changed``).
+
+The sha256 (and sha1 when asked) of the whole file are computed as the bytes are
+written, after re-reading the prefix once when a transfer resumes. Nothing here reaches
+quarantine: the caller ingests the file only once it is complete.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import asyncssh
+
+from pull.remote import (
+    BLOCK,
+    CONNECTION_ERRORS,
+    REQUESTS,
+    RemoteFileError,
+    Session,
+    connection_error,
+    file_error,
+)
+from pull.store import FileRow
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_SECONDS = 2.0
+WRITE_BATCH = 1024 * 1024
+READ_BLOCK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    path: Path
+    size: int
+    sha256: str
+    sha1: str | None
+    read: int  # bytes this attempt read from the server
+
+
+class PartFile:
+    """The incomplete file, written in order from ``offset``; blocking (executor)."""
+
+    def __init__(self, path: Path, offset: int, sha1: bool) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self.offset = min(offset, os.fstat(self.fd).st_size)
+            os.ftruncate(self.fd, self.offset)
+            self.sha256 = hashlib.sha256()
+            self.sha1 = hashlib.sha1() if sha1 else None  # noqa: S324 - asset events name it
+            self._hash_prefix()
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def _hash_prefix(self) -> None:
+        position = 0
+        while position < self.offset:
+            block = os.pread(self.fd, min(READ_BLOCK, self.offset - position), position)
+            if not block:
+                raise OSError(f"{self.path} is shorter than its checkpoint")
+            self._hash(block)
+            position += len(block)
+        os.lseek(self.fd, self.offset, os.SEEK_SET)
+
+    def _hash(self, block: bytes) -> None:
+        self.sha256.update(block)
+        if self.sha1 is not None:
+            self.sha1.update(block)
+
+    def write(self, block: bytes) -> None:
+        view = memoryview(block)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self._hash(block)
+        self.offset += len(block)
+
+    def sync(self) -> int:
+        os.fsync(self.fd)
+        return self.offset
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class Download:
+    """Fetch ``row`` into ``part`` through ``session``; ``checkpoint(offset)`` records
+    progress (it is awaited after the data is fsynced)."""
+
+    def __init__(self, session: Session, row: FileRow, part: Path, executor: Executor,
+                 checkpoint: Callable[[int], Awaitable[None]], sha1: bool) -> None:
+        self.session = session
+        self.row = row
+        self.part_path = part
+        self.executor = executor
+        self.checkpoint = checkpoint
+        self.sha1 = sha1
+        self.read = 0
+        self._part: PartFile | None = None
+        self._inflight: asyncio.Future[Any] | None = None
+        self._recorded = row.bytes_done
+
+    async def _run(self, func: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
+
+    async def run(self) -> Downloaded:
+        part = self._part = await self._run(PartFile, self.part_path, self.row.bytes_done,
+                                            self.sha1)
+        try:
+            if part.offset < self.row.size:
+                await self._fetch(part)
+            await self._settle()
+            if part.offset != self.row.size:
+                raise RemoteFileError("changed", f"{self.row.path}: {part.offset} bytes "
+                                      f"arrived, {self.row.size} were listed")
+            await self._save()
+            return Downloaded(self.part_path, part.offset, part.sha256.hexdigest(),
+                              part.sha1.hexdigest() if part.sha1 else None, self.read)
+        except BaseException:
+            await self._settle(quiet=True)
+            if part.offset > self._recorded:
+                try:
+                    await asyncio.shield(self._save())
+                except Exception as exc:  # noqa: BLE001 - the first failure is the one to report
+                    logger.warning("path=%s checkpoint after a failed transfer not recorded: %s",
+                                   self.row.path, exc)
+            raise
+        finally:
+            await self._run(part.close)
+
+    async def _fetch(self, part: PartFile) -> None:
+        sftp = self.session.client()
+        path = self.session.remote_path(self.row.path)
+        try:
+            handle = await sftp.open(path, "rb", block_size=BLOCK, max_requests=REQUESTS)
+        except asyncssh.SFTPError as exc:
+            raise file_error(exc, self.row.path) from None
+        except CONNECTION_ERRORS as exc:
+            raise connection_error(exc) from None
+        try:
+            attrs = await handle.stat()
+            if (attrs.size, attrs.mtime) != (self.row.size, self.row.mtime):
+                raise RemoteFileError("changed", f"{self.row.path} changed since it was listed")
+            await self._copy(handle, part.offset)
+        except asyncssh.SFTPError as exc:
+            raise file_error(exc, self.row.path) from None
+        except CONNECTION_ERRORS as exc:
+            raise connection_error(exc) from None
+        finally:
+            try:
+                await asyncio.wait_for(handle.close(), 5)
+            except (asyncio.TimeoutError, *CONNECTION_ERRORS):
+                pass
+
+    async def _copy(self, handle: Any, offset: int) -> None:
+        """Parallel reads arrive in any order: write the contiguous prefix as it grows."""
+        waiting: dict[int, bytes] = {}
+        batch: list[bytes] = []
+        batched = 0
+        expected = offset
+        saved_at = time.monotonic()
+        async for at, data in await handle.read_parallel(self.row.size - offset, offset):
+            self.read += len(data)
+            waiting[at] = data
+            while expected in waiting:
+                block = waiting.pop(expected)
+                expected += len(block)
+                batch.append(block)
+                batched += len(block)
+            if batched >= WRITE_BATCH:
+                await self._write(b"".join(batch))
+                batch, batched = [], 0
+                if time.monotonic() - saved_at >= CHECKPOINT_SECONDS:
+                    await self._save()
+                    saved_at = time.monotonic()
+        if batch:
+            await self._write(b"".join(batch))
+
+    async def _write(self, block: bytes) -> None:
+        """One write in flight: the next batch is gathered while it runs."""
+        if self._inflight is not None:
+            await self._inflight
+        assert self._part is not None
+        loop = asyncio.get_running_loop()
+        self._inflight = asyncio.wrap_future(self.executor.submit(self._part.write, block),
+                                             loop=loop)
+
+    async def _settle(self, quiet: bool = False) -> None:
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            try:
+                await inflight
+            except Exception:  # noqa: BLE001 - the write that failed is being reported
+                if not quiet:
+                    raise
+
+    async def _save(self) -> None:
+        await self._settle()
+        assert self._part is not None
+        offset = await self._run(self._part.sync)
+        await self.checkpoint(offset)
+        self._recorded = offset

@@ -1,0 +1,180 @@
+"""From a complete download to recorded uploads: the provider's steps (``core.steps``:
+decrypt, untar, gunzip), then per payload the ingest path HTTP uploads take
+(``core.ingest``: quarantine, sha256, the announcement in the outbox).
+
+A payload's request id is derived from the provider and its sha256, so the same content
+from the same provider (a file touched, renamed, published twice, or a job repeated
+after a crash) is recorded as a ``duplicate`` and not stored twice; the upload's primary
+key makes that exact. Its timeline's ``received`` entry names the provider and the remote
+path, which its metadata and announcement carry too (``provider``, ``remote_path``).
+Payloads routed to the ``assets`` service also get ``sdc_asset_transfer_file_created``
+and ``_uploaded`` (with their sha1) on ``platform.asset-transfer`` in the same
+transaction, as the watcher's do.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import shutil
+import tempfile
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from bus.topics import ASSET_TRANSFER
+from core.ingest import BLOCK, Payload
+from core.services import Services
+from core.steps import Decryptor, Limits, Prepared, StepError, prepare
+from db import OutboxItem
+from pull.config import Provider
+from pull.download import Downloaded
+
+logger = logging.getLogger(__name__)
+
+ASSETS = "assets"
+
+
+@dataclass(frozen=True)
+class Digest:
+    sha256: str
+    sha1: str
+    size: int
+
+
+def digest(path: Path) -> Digest:
+    sha256, sha1, size = hashlib.sha256(), hashlib.sha1(), 0  # noqa: S324
+    with open(path, "rb") as handle:
+        while block := handle.read(BLOCK):
+            sha256.update(block)
+            sha1.update(block)
+            size += len(block)
+    return Digest(sha256.hexdigest(), sha1.hexdigest(), size)
+
+
+def pull_request_id(provider: str, sha256: str) -> str:
+    return hashlib.sha256(f"pull\0{provider}\0{sha256}".encode()).hexdigest()[:32]
+
+
+def asset_events(name: str, sha1: str, request_id: str) -> list[OutboxItem]:
+    return [OutboxItem(ASSET_TRANSFER, request_id, {
+        "type": f"sdc_asset_transfer_file_{kind}", "file_name": name.rsplit("/", 1)[-1],
+        "uncompressed_sha1_hash": sha1, "request_id": request_id})
+        for kind in ("created", "uploaded")]
+
+
+class PullIngest:
+    def __init__(self, services: Services, provider: Provider, work: Path) -> None:
+        settings = services.settings
+        self.services = services
+        self.provider = provider
+        self.work = work
+        self.limits = Limits(settings.max_length, settings.watch_max_ratio,
+                             settings.watch_max_members)
+        self.decryptor = (Decryptor(provider.gpg_home, provider.gpg_passphrase)
+                          if "decrypt" in provider.steps else None)
+
+    @property
+    def executor(self) -> Executor:
+        return self.services.executor
+
+    async def _run(self, func: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
+
+    def needs_sha1(self) -> bool:
+        """Whether the download should hash sha1 too (its bytes are the payload's)."""
+        return not self.provider.steps and self.provider.service == ASSETS
+
+    async def ingest(self, remote_path: str, downloaded: Downloaded) -> tuple[str, list[str]]:
+        """Returns ``ingested`` (at least one payload stored) or ``duplicate``, and the
+        payloads' request ids. ``StepError`` when the file cannot be processed."""
+        work: Path | None = None
+        try:
+            if self.provider.steps:
+                work = await self._run(self._work_dir)
+                items = await self._run(self._prepare, downloaded.path, remote_path, work)
+            else:
+                if downloaded.size > self.limits.max_bytes:
+                    raise StepError("too_large", f"larger than MAX_LENGTH ({self.limits.max_bytes})")
+                items = [(Prepared(remote_path, downloaded.path),
+                          Digest(downloaded.sha256, downloaded.sha1 or "", downloaded.size))]
+            outcomes, request_ids = [], []
+            for item, found in items:
+                request_id = pull_request_id(self.provider.name, found.sha256)
+                outcomes.append(await self._one(item, found, request_id, remote_path))
+                request_ids.append(request_id)
+            return ("ingested" if "ingested" in outcomes else "duplicate"), request_ids
+        finally:
+            if work is not None:
+                await self._run(shutil.rmtree, work, True)
+
+    def _work_dir(self) -> Path:
+        self.work.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=self.work))
+
+    def _prepare(self, source: Path, name: str, work: Path) -> list[tuple[Prepared, Digest]]:
+        prepared = prepare(source, name, self.provider.steps, work, self.limits, self.decryptor)
+        found = [(item, digest(item.path)) for item in prepared]
+        for item, item_digest in found:
+            if item_digest.size > self.limits.max_bytes:
+                raise StepError("too_large", f"{item.name} is larger than MAX_LENGTH")
+        return found
+
+    async def _one(self, item: Prepared, found: Digest, request_id: str,
+                   remote_path: str) -> str:
+        database = self.services.database
+        known = await self._run(database.get_upload, request_id)
+        if known is not None:
+            logger.info("request_id=%s provider=%s path=%s duplicate: this content was "
+                        "already ingested from this provider (status %s)", request_id,
+                        self.provider.name, item.name, known["status"])
+            return "duplicate"
+        full_path = self._full_path(remote_path)
+        payload = Payload(
+            request_id=request_id, service=self.provider.service,
+            category=self.provider.category, content_type=self.provider.content_type,
+            filename=item.name, source="pull", compress=self.provider.compress,
+            metadata={"provider": self.provider.name, "remote_path": full_path,
+                      "steps": list(item.steps)},
+            extra={"source": "pull", "provider": self.provider.name, "remote_path": full_path},
+            note=f"pulled from provider {self.provider.name}: {full_path}",
+        )
+        events = (asset_events(item.name, found.sha1, request_id)
+                  if self.provider.service == ASSETS else [])
+        try:
+            await self._store(payload, item.path, found.size, events)
+        except IntegrityError:
+            if await self._run(database.get_upload, request_id) is None:
+                raise
+            logger.info("request_id=%s provider=%s path=%s duplicate (stored meanwhile by "
+                        "another puller)", request_id, self.provider.name, item.name)
+            return "duplicate"
+        logger.info("request_id=%s provider=%s path=%s ingested (%d bytes)", request_id,
+                    self.provider.name, full_path, found.size)
+        return "ingested"
+
+    def _full_path(self, remote_path: str) -> str:
+        directory = self.provider.directory
+        return remote_path if directory == "." else f"{directory.rstrip('/')}/{remote_path}"
+
+    async def _store(self, payload: Payload, path: Path, size: int,
+                     events: list[OutboxItem]) -> None:
+        ingestor = self.services.ingestor
+        writer = ingestor.open(payload)
+        try:
+            handle = await self._run(open, path, "rb")
+            try:
+                if size <= BLOCK:
+                    await writer.write(await self._run(handle.read))
+                else:
+                    while block := await self._run(handle.read, BLOCK):
+                        await writer.write(block)
+            finally:
+                await self._run(handle.close)
+        except BaseException:
+            await writer.abort()
+            raise
+        await ingestor.finish(writer, messages=lambda _announcement: events)

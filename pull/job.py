@@ -1,0 +1,209 @@
+"""One pull job, from its listing to its end, resumable at any point.
+
+1. Connect (``pull.remote.Session``). The first connection lists the provider's
+   directory and records the listing (``pull.store.record_listing``): new file versions
+   become the job's pending files, pending ones an earlier job left move to this one.
+   A job that was listed already (a restarted puller continues it) is not listed again.
+2. ``concurrency`` workers take the pending files, one at a time each: download
+   (``pull.download``, resumed from its checkpoint), steps and ingest (``pull.ingest``),
+   then the completion action (leave, move, delete: only now, once every payload of the
+   file is recorded, which makes it durable here), then the file's final state. A file
+   that fails (steps, a vanished file, a permission error) is recorded ``failed`` with
+   its reason and left on the server; the job goes on.
+3. The server going away (or storage, bus or database trouble) stops the workers after
+   their current file; the job reconnects after ``retry_delay`` doubling up to
+   ``MAX_DELAY``. After ``retries`` attempts in a row without progress it ends ``failed``
+   with the reason, its unfinished files pending for the next job. A refused host key or
+   refused credentials end it at once.
+
+Every state is in the database before it is acted upon, so a puller killed anywhere
+continues the job where its records say, and repeats at most one file's ingest, which
+the derived request ids turn into a duplicate.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from typing import Any, Callable
+
+from sqlalchemy.exc import DBAPIError
+
+from bus import BusUnavailable
+from core import metrics
+from core.services import Services
+from core.steps import StepError
+from db import as_utc, utcnow
+from pull import store
+from pull.config import Provider
+from pull.download import Download
+from pull.ingest import PullIngest
+from pull.remote import Refused, RemoteFileError, ServerGone, Session
+from pull.store import FileRow
+from storage import StorageUnavailable
+
+logger = logging.getLogger(__name__)
+
+MAX_DELAY = 60.0
+TRANSIENT = (ServerGone, StorageUnavailable, BusUnavailable, DBAPIError, OSError)
+
+
+class LeaseLost(Exception):
+    """Another puller holds the provider now: leave the job to it."""
+
+
+class JobRunner:
+    def __init__(self, services: Services, provider: Provider, job_id: str,
+                 alive: Callable[[], bool] = lambda: True) -> None:
+        self.services = services
+        self.provider = provider
+        self.job_id = job_id
+        self.alive = alive
+        self.engine = services.database.engine
+        work = services.settings.workdir / "pull-work"
+        self.incomplete = work / "incomplete" / provider.name
+        self.ingest = PullIngest(services, provider, work / "steps")
+        self.progressed = False
+        self._broken: BaseException | None = None
+
+    async def _db(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.services.executor,
+                                          lambda: func(self.engine, *args, **kwargs))
+
+    async def run(self) -> str:
+        """Work the job to its end; returns its final state (or ``lost``)."""
+        name = self.provider.name
+        await self._db(store.start_job, self.job_id)
+        logger.info("job=%s provider=%s running", self.job_id, name)
+        attempts = 0
+        while True:
+            if not self.alive():
+                logger.warning("job=%s provider=%s lease lost; another puller continues it",
+                               self.job_id, name)
+                return "lost"
+            self.progressed, self._broken = False, None
+            try:
+                async with Session(self.provider) as session:
+                    await self._work(session)
+                return await self._finish("completed", None)
+            except Refused as exc:
+                return await self._finish("failed", str(exc))
+            except LeaseLost:
+                continue
+            except TRANSIENT as exc:
+                attempts = 1 if self.progressed else attempts + 1
+                reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ServerGone) \
+                    else str(exc)
+                if attempts >= self.provider.retries:
+                    return await self._finish("failed", f"{reason} (after {attempts} attempts)")
+                delay = min(MAX_DELAY, self.provider.retry_delay * 2 ** (attempts - 1))
+                logger.warning("job=%s provider=%s attempt %d failed (%s); retrying in %.1fs",
+                               self.job_id, name, attempts, reason, delay)
+                await self._note_retry(attempts, reason)
+                await asyncio.sleep(delay)
+
+    async def _note_retry(self, attempts: int, reason: str) -> None:
+        try:
+            await self._db(store.update_job, self.job_id, attempts=attempts,
+                           reason=f"retrying: {reason}")
+        except DBAPIError as exc:
+            logger.warning("job=%s retry not recorded: %s", self.job_id, exc)
+
+    async def _finish(self, state: str, reason: str | None) -> str:
+        await self._db(store.finish_job, self.job_id, state, reason)
+        row = await self._db(store.job_row, self.job_id)
+        started = as_utc(row["started_at"]) if row and row["started_at"] else utcnow()
+        seconds = (utcnow() - started).total_seconds()
+        metrics.PULL_JOB_SECONDS.labels(self.provider.name, state).observe(seconds)
+        if state == "completed":
+            metrics.PULL_LAST_SUCCESS.labels(self.provider.name).set(time.time())
+            logger.info("job=%s provider=%s completed in %.1fs", self.job_id,
+                        self.provider.name, seconds)
+        else:
+            logger.warning("job=%s provider=%s failed: %s", self.job_id, self.provider.name,
+                           reason)
+        return state
+
+    async def _work(self, session: Session) -> None:
+        job = await self._db(store.job_row, self.job_id)
+        if not job["listed"]:
+            listed, skipped = await session.list()
+            await self._db(store.record_listing, self.job_id, self.provider.name, listed, skipped)
+            logger.info("job=%s provider=%s listed %d files (%d names skipped)", self.job_id,
+                        self.provider.name, len(listed), skipped)
+        queue: asyncio.Queue[FileRow] = asyncio.Queue()
+        for row in await self._db(store.pending_files, self.job_id):
+            queue.put_nowait(row)
+        workers = [self._worker(session, queue)
+                   for _ in range(min(self.provider.concurrency, max(queue.qsize(), 1)))]
+        await asyncio.gather(*workers)
+        if self._broken is not None:
+            raise self._broken
+        if not self.alive():
+            raise LeaseLost()
+
+    async def _worker(self, session: Session, queue: asyncio.Queue[FileRow]) -> None:
+        while self._broken is None and self.alive() and not queue.empty():
+            row = queue.get_nowait()
+            try:
+                await self._file(session, row)
+            except TRANSIENT as exc:
+                self._broken = self._broken or exc
+
+    async def _file(self, session: Session, row: FileRow) -> None:
+        part = self.incomplete / f"{row.id}.part"
+        try:
+            if not self.provider.steps and row.size > self.services.settings.max_length:
+                raise StepError("too_large", f"larger than MAX_LENGTH "
+                                f"({self.services.settings.max_length} bytes)")
+            downloaded = await Download(session, row, part, self.services.executor,
+                                        lambda offset: self._checkpoint(row, offset),
+                                        self.ingest.needs_sha1()).run()
+            outcome, request_ids = await self.ingest.ingest(row.path, downloaded)
+            disposal, message = await self._dispose(session, row)
+            await self._db(store.finish_file, row.id, outcome, sha256=downloaded.sha256,
+                           request_ids=request_ids, disposal=disposal, message=message,
+                           bytes_done=row.size)
+        except (StepError, RemoteFileError) as exc:
+            state = "changed" if exc.code == "changed" else "failed"
+            await self._db(store.finish_file, row.id, state, error=exc.code,
+                           message=exc.message)
+            logger.warning("job=%s provider=%s path=%s %s: %s", self.job_id, self.provider.name,
+                           row.path, exc.code, exc.message)
+            outcome = state
+        except TRANSIENT:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one file's surprise must not stop the job
+            logger.exception("job=%s provider=%s path=%s failed unexpectedly", self.job_id,
+                             self.provider.name, row.path)
+            await self._db(store.finish_file, row.id, "failed", error="internal_error",
+                           message=type(exc).__name__)
+            outcome = "failed"
+        self.progressed = True
+        await asyncio.get_running_loop().run_in_executor(
+            self.services.executor, lambda: part.unlink(missing_ok=True))
+        metrics.PULL_FILES.labels(self.provider.name, outcome).inc()
+        metrics.PULL_BYTES.labels(self.provider.name, outcome).inc(row.size)
+
+    async def _checkpoint(self, row: FileRow, offset: int) -> None:
+        await self._db(store.checkpoint, row.id, offset)
+        self.progressed = True
+
+    async def _dispose(self, session: Session, row: FileRow) -> tuple[str, str | None]:
+        """The completion action; its failure is noted on the file, which stays ingested."""
+        try:
+            return await session.dispose(row.path), None
+        except RemoteFileError as exc:
+            logger.warning("job=%s provider=%s path=%s completion %s failed: %s", self.job_id,
+                           self.provider.name, row.path, self.provider.completion, exc.message)
+            return "failed", f"completion {self.provider.completion} failed: {exc.message}"
+
+
+def due(last: dt.datetime | None, every: float | None, now: dt.datetime) -> bool:
+    """Whether a scheduled job is due: never ran, or last started ``every`` seconds ago."""
+    if every is None:
+        return False
+    return last is None or (now - last).total_seconds() >= every
+
