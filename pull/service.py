@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from typing import Any
@@ -49,6 +50,10 @@ class Puller:
         self._held_until: dict[str, float] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        # an acquire already running in a pool thread when stop() comes must not take the
+        # lease again after stop() released it
+        self._lease_lock = threading.Lock()
+        self._stopping = False
 
     async def _db(self, func: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -56,6 +61,7 @@ class Puller:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._stopping = False
         for name in self.providers:
             last = await self._db(store.last_success_at, name)
             if last is not None:
@@ -68,13 +74,23 @@ class Puller:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for name in self.providers:  # an acquire cut short by the cancel may have held it
-            try:
-                await self._db(store.release_lease, name, self.holder)
-            except DBAPIError as exc:
-                logger.warning("provider=%s lease not released (it expires by itself): %s",
-                               name, exc)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.services.executor,
+                                                             self._release_all)
+        except DBAPIError as exc:
+            logger.warning("leases not released (they expire by themselves): %s", exc)
         self._held_until.clear()
+
+    def _release_all(self) -> None:
+        with self._lease_lock:
+            self._stopping = True
+            for name in self.providers:  # an acquire cut short by the cancel may hold one
+                store.release_lease(self.engine, name, self.holder)
+
+    def _acquire_lease(self, name: str) -> bool:
+        with self._lease_lock:
+            return not self._stopping and store.acquire_lease(self.engine, name, self.holder,
+                                                              self.lease_seconds)
 
     def wake(self, provider: str) -> None:
         """A job was posted for ``provider``: look now (thread-safe)."""
@@ -87,7 +103,8 @@ class Puller:
 
     async def _acquire(self, name: str) -> bool:
         asked = time.monotonic()
-        if await self._db(store.acquire_lease, name, self.holder, self.lease_seconds):
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(self.services.executor, self._acquire_lease, name):
             self._held_until[name] = asked + self.lease_seconds
             return True
         self._held_until.pop(name, None)
