@@ -14,6 +14,7 @@ def routes(services: Services, prefixes: tuple[str, ...]) -> list[Any]:
     storage driver cannot append (no ``ResumableStorage`` capability)."""
     if services.resumable is None:
         return []
+    from tus import page
     from tus.handlers import CreationHandler, UploadHandler
     from tus.protocol import UPLOAD_ID
 
@@ -24,4 +25,4 @@ def routes(services: Services, prefixes: tuple[str, ...]) -> list[Any]:
             (rf"{prefix}/tus/?", CreationHandler, deps),
             (rf"{prefix}/tus/({UPLOAD_ID})/?", UploadHandler, deps),
         ]
-    return table
+    return table + page.routes(services)
