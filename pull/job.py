@@ -46,6 +46,7 @@ from storage import StorageUnavailable
 logger = logging.getLogger(__name__)
 
 MAX_DELAY = 60.0
+MAX_REASON = 500  # a database error's text holds its whole statement: its first line says it
 TRANSIENT = (ServerGone, StorageUnavailable, BusUnavailable, DBAPIError, OSError)
 
 
@@ -94,8 +95,9 @@ class JobRunner:
                 continue
             except TRANSIENT as exc:
                 attempts = 1 if self.progressed else attempts + 1
-                reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ServerGone) \
-                    else str(exc)
+                reason = str(exc) if isinstance(exc, ServerGone) else \
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                reason = reason[:MAX_REASON]
                 if attempts >= self.provider.retries:
                     return await self._finish("failed", f"{reason} (after {attempts} attempts)")
                 delay = min(MAX_DELAY, self.provider.retry_delay * 2 ** (attempts - 1))

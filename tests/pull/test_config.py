@@ -117,3 +117,14 @@ def test_start_up_stops_on_a_bad_entry(tmp_path: Path) -> None:
         assert "provider 'acme': port must be" in done.stderr, done.stderr
     done = run_app("puller", {"WORKDIR": str(tmp_path / "work"), "PULL_PROVIDERS": ""})
     assert done.returncode == 2 and "role puller needs PULL_PROVIDERS" in done.stderr
+
+
+def test_the_example_file_loads_once_its_paths_exist(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "pull" / "providers.example.yaml").read_text())
+    acme = data["providers"]["acme"]
+    (tmp_path / "gnupg").mkdir()
+    (tmp_path / "gpg").write_text("passphrase\n")
+    acme.update(gpg_home=str(tmp_path / "gnupg"), gpg_passphrase_file=str(tmp_path / "gpg"))
+    loaded = load(tmp_path, data["providers"], {"ACME_SFTP_PASSWORD": "pw"})["acme"]
+    assert (loaded.steps, loaded.completion, loaded.schedule) == (
+        frozenset({"decrypt", "gunzip"}), "move", 900.0)

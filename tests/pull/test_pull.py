@@ -150,3 +150,27 @@ def test_untar_and_private_key_auth(tmp_path: Path) -> None:
             assert job["state"] == "completed", job
             assert {r["filename"]: harness.stored(r) for r in harness.uploads()} == {
                 "bundle/m1.txt": b"member one", "bundle/m2.txt": b"member two"}
+
+
+def test_assets_payloads_get_asset_transfer_events(tmp_path: Path, sftp: SFTPTestServer) -> None:
+    from tests.watcher.harness import read_topics
+
+    obj = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
+    put(sftp, "K001_Step1.obj", obj)
+    put(sftp, "K001_Step2.obj.gz", gzip.compress(obj + b"f 1 3 2\n"))
+    (sftp.root / "plain").mkdir()
+    (sftp.root / "plain" / "K002_Step1.obj").write_bytes(obj + b"f 3 2 1\n")
+    providers = {"meshes": entry(sftp, service="assets", category="obj", steps=["gunzip"]),
+                 # no steps: the sha1 is computed while the file downloads
+                 "plain": entry(sftp, service="assets", category="obj", directory="/plain")}
+    with PullHarness(tmp_path, providers, sftp) as harness:
+        assert harness.run_job("meshes")["files"]["ingested"] == 2
+        assert harness.run_job("plain")["files"]["ingested"] == 1
+        events = read_topics(harness.settings, ["platform.asset-transfer"],
+                             lambda found: len(found) >= 6)
+    by_kind = sorted((e["type"], e["file_name"], e["uncompressed_sha1_hash"]) for e in events)
+    assert by_kind == sorted(
+        (f"sdc_asset_transfer_file_{kind}", name, hashlib.sha1(data).hexdigest())  # noqa: S324
+        for kind in ("created", "uploaded")
+        for name, data in (("K001_Step1.obj", obj), ("K001_Step2.obj", obj + b"f 1 3 2\n"),
+                           ("K002_Step1.obj", obj + b"f 3 2 1\n")))
