@@ -165,8 +165,9 @@ class Session:
                 raise connection_error(exc) from None
             for entry in entries:
                 name = entry.filename
-                if not isinstance(name, str) or name in (".", ".."):
-                    continue
+                if not isinstance(name, str) or name in (".", "..") or "/" in name \
+                        or "\x00" in name:
+                    continue  # a hostile server's names never become paths
                 relative = posixpath.join(relative_dir, name) if relative_dir else name
                 kind = _kind(entry.attrs)
                 if kind == "dir":

@@ -125,7 +125,7 @@ def record_listing(engine: Engine, job_id: str, provider: str, listed: Sequence[
     now = utcnow()
     keys = {remote.key(provider): remote for remote in listed}
     with engine.begin() as conn:
-        known = {}
+        known: dict[str, str] = {}
         key_list = list(keys)
         for start in range(0, len(key_list), 500):
             chunk = key_list[start:start + 500]

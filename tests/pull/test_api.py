@@ -48,3 +48,18 @@ def test_a_job_posted_to_a_gateway_is_run_by_a_puller_elsewhere(
         with PullHarness(tmp_path / "puller", providers, sftp, **database).start(poll_seconds=0.1):
             job = api.wait_job(job_id)
         assert job["state"] == "completed" and job["files"]["ingested"] == 1, job
+
+
+def test_scheduled_runs_start_by_themselves(tmp_path: Path, sftp: SFTPTestServer) -> None:
+    from tests.helpers import wait_for
+
+    (sftp.root / "outgoing" / "a.csv").write_bytes(b"a")
+    with PullHarness(tmp_path, {"acme": entry(sftp, schedule="1s")}, sftp).start(
+            poll_seconds=0.1) as harness:
+        def jobs() -> list[dict[str, object]]:
+            return list(harness.request("GET", "/api/v1/pulls/jobs")[1]["jobs"])
+        found = wait_for(lambda: len(done := [j for j in jobs() if j["state"] == "completed"])
+                         >= 2 and done, timeout=20)
+        assert found, jobs()
+        assert {j["trigger"] for j in found} == {"schedule"}
+        assert sum(j["files"]["ingested"] for j in found) == 1  # the second found nothing new

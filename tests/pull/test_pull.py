@@ -32,6 +32,7 @@ def test_pulls_decrypts_gunzips_and_ingests(tmp_path: Path, sftp: SFTPTestServer
                                             provider_keyring: Keyring) -> None:
     os.environ["TEST_GPG_PASSPHRASE"] = PASSPHRASE
     put(sftp, "plain report.csv", b"a,b\n1,2\n")
+    put(sftp, "empty.csv", b"")
     put(sftp, "données.csv.gz", gzip.compress(b"x,y\n3,4\n"))
     encrypted = sftp.root / "outgoing" / "secret.csv.gz.gpg"
     provider_keyring.encrypt(gzip.compress(b"s,t\n5,6\n"), encrypted)
@@ -44,12 +45,13 @@ def test_pulls_decrypts_gunzips_and_ingests(tmp_path: Path, sftp: SFTPTestServer
     with PullHarness(tmp_path, providers, sftp) as harness:
         job = harness.run_job("acme")
         assert job["state"] == "completed", job
-        assert job["files"] | {} == {"total": 3, "done": 3, "ingested": 3, "duplicate": 0,
+        assert job["files"] | {} == {"total": 4, "done": 4, "ingested": 4, "duplicate": 0,
                                      "failed": 0, "changed": 0, "pending": 0, "skipped": 3,
                                      "unchanged": 0}
         assert job["percent"] == 100.0 and job["started_at"] and job["finished_at"]
         rows = by_name(harness.uploads())
-        assert sorted(rows) == ["données.csv", "plain report.csv", "secret.csv"]
+        assert sorted(rows) == ["données.csv", "empty.csv", "plain report.csv", "secret.csv"]
+        assert harness.stored(rows["empty.csv"]) == b""
         assert harness.stored(rows["secret.csv"]) == b"s,t\n5,6\n"
         assert harness.stored(rows["données.csv"]) == b"x,y\n3,4\n"
         plain = rows["plain report.csv"]
