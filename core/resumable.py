@@ -36,8 +36,9 @@ from typing import Any, Callable
 
 import rehashes
 
-from bus.topics import ASSET_TRANSFER, service_topic
+from bus.topics import service_topic
 from core import metrics
+from core.assets import asset_events
 from core.ingest import BLOCK, SNIFF_BYTES, Ingestor, Payload
 from core.mime import sniff
 from db import Database, OutboxItem, as_utc, utcnow
@@ -101,13 +102,6 @@ def payload_from(text: str) -> Payload:
     fields = json.loads(text)
     fields["received_at"] = dt.datetime.fromisoformat(fields["received_at"])
     return Payload(**fields)
-
-
-def asset_event(kind: str, name: str, sha1: str, request_id: str) -> OutboxItem:
-    """An ``sdc_asset_transfer_file_<kind>`` event on ``platform.asset-transfer``."""
-    value = {"type": f"sdc_asset_transfer_file_{kind}", "file_name": name.rsplit("/", 1)[-1],
-             "uncompressed_sha1_hash": sha1, "request_id": request_id}
-    return OutboxItem(ASSET_TRANSFER, request_id, value)
 
 
 class Lease:
@@ -304,8 +298,7 @@ class Resumable:
                             on_sent_status="announced")]
         if "sha1" in checksums:
             name = payload.filename or rid
-            items += [asset_event(kind, name, checksums["sha1"], rid)
-                      for kind in ("created", "uploaded")]
+            items += asset_events(name, checksums["sha1"], rid)
         upload = {"request_id": rid, "size": size, "sha256": checksums["sha256"], "mime": mime}
         if not self.database.finish_tus(row["id"], token, upload, items):
             return False

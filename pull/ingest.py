@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from bus.topics import ASSET_TRANSFER
+from core.assets import asset_events
 from core.ingest import BLOCK, Payload
 from core.services import Services
 from core.steps import Decryptor, Limits, Prepared, StepError, prepare
@@ -57,13 +57,6 @@ def digest(path: Path) -> Digest:
 
 def pull_request_id(provider: str, sha256: str) -> str:
     return hashlib.sha256(f"pull\0{provider}\0{sha256}".encode()).hexdigest()[:32]
-
-
-def asset_events(name: str, sha1: str, request_id: str) -> list[OutboxItem]:
-    return [OutboxItem(ASSET_TRANSFER, request_id, {
-        "type": f"sdc_asset_transfer_file_{kind}", "file_name": name.rsplit("/", 1)[-1],
-        "uncompressed_sha1_hash": sha1, "request_id": request_id})
-        for kind in ("created", "uploaded")]
 
 
 class PullIngest:

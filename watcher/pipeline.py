@@ -41,8 +41,8 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bus import BusUnavailable
-from bus.topics import ASSET_TRANSFER
 from core import metrics
+from core.assets import asset_event
 from core.ingest import BLOCK, Payload, PayloadWriter
 from core.services import Services
 from core.steps import Decryptor, Limits, Prepared, StepError, prepare
@@ -80,12 +80,6 @@ def digest(path: Path) -> Digest:
 
 def watcher_request_id(name: str, sha256: str) -> str:
     return hashlib.sha256(f"watcher\0{name}\0{sha256}".encode()).hexdigest()[:32]
-
-
-def asset_event(kind: str, name: str, sha1: str, request_id: str) -> OutboxItem:
-    value = {"type": f"sdc_asset_transfer_file_{kind}", "file_name": name.rsplit("/", 1)[-1],
-             "uncompressed_sha1_hash": sha1, "request_id": request_id}
-    return OutboxItem(ASSET_TRANSFER, request_id, value)
 
 
 def free_name(target: Path) -> Path:

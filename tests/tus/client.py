@@ -64,7 +64,8 @@ class Tus:
     def create(self, length: int | None, headers: dict[str, str] | None = None,
                body: bytes | None = None, content_type: str = CONTENT_TYPE,
                **meta: str) -> Answer:
-        sent = {"Upload-Metadata": metadata(filetype=content_type, filename="p.tgz", **meta)}
+        sent = {"Upload-Metadata": metadata(**{"filetype": content_type, "filename": "p.tgz",
+                                               **meta})}
         if length is not None:
             sent["Upload-Length"] = str(length)
         if body is not None:
