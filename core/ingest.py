@@ -85,6 +85,12 @@ class PayloadWriter:
         self._inflight: asyncio.Future[None] | None = None
         self._closed = False
 
+    @property
+    def content_sha256(self) -> str:
+        """sha256 of the content written so far, before any compression: of the whole
+        payload once ``commit`` returned."""
+        return self._sha256.hexdigest()
+
     async def write(self, data: bytes) -> None:
         if not data:
             return
@@ -206,8 +212,10 @@ class Ingestor:
         loop = asyncio.get_running_loop()
         item = OutboxItem(service_topic(payload.service), payload.request_id, announcement,
                           request_id=payload.request_id, on_sent_status="announced")
-        items = [item, *(messages(announcement) if messages else [])]
         try:
+            # a caller's messages may refuse the payload (the watcher: the bytes written are
+            # not the ones it hashed): the stored object is removed then too
+            items = [item, *(messages(announcement) if messages else [])]
             await self._committer.record(row, payload.received_at, items)
         except Exception:
             await loop.run_in_executor(

@@ -27,7 +27,8 @@ WATCHER_BACKLOG = Gauge(
     "watcher_backlog_files", "Files found in WATCH_DIR and not yet ingested, moved or failed"
 )
 WATCHER_FILES = Counter(
-    "watcher_files_total", "Files the watcher finished, by outcome (ingested, duplicate, failed)",
+    "watcher_files_total",
+    "Files the watcher finished, by outcome (ingested, duplicate, failed, ignored)",
     ["outcome"],
 )
 WATCHER_FAILURES = Counter("watcher_failures_total", "Files moved to Failed/, by reason", ["reason"])

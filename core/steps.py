@@ -4,7 +4,9 @@ members, gunzip ``.gz``. Shared by the intakes that take files whole (the watche
 ``watcher.rules``; the pull providers' ``steps``, ``pull.config``): which steps a file gets
 is the caller's choice.
 
-Every output goes to a private work directory the caller names and removes afterwards. A
+The input is a path or a file already open for reading at its start (the watcher opens
+it without following links, ``watcher.files``), read once. Every output goes to a
+private work directory the caller names and removes afterwards. A
 file these steps cannot handle raises ``StepError`` with a stable code (``bad_archive``,
 ``decrypt_failed``, ``too_large``, ``archive_bomb``, ``empty_archive``): the caller records
 it as failed (the watcher moves it to ``Failed/``). Errors writing the work directory (disk
@@ -26,13 +28,14 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import posixpath
 import tarfile
 import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Collection
+from typing import IO, BinaryIO, Collection, Union
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ RATIO_FLOOR = 1024 * 1024
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 GPG_SUFFIXES = (".gpg", ".pgp")
 _ARCHIVE_ERRORS = (OSError, EOFError, zlib.error, tarfile.TarError)
+Input = Union[Path, BinaryIO]  # a path, or a file open for reading at its start
 STEPS = ("decrypt", "untar", "gunzip")
 TEMP_SUFFIXES = ("~", ".part", ".partial", ".tmp", ".crdownload")
 
@@ -76,7 +80,7 @@ class Prepared:
     bytes are."""
 
     name: str
-    path: Path
+    path: Input  # the input itself (as it was given to ``prepare``) or a work file
     steps: tuple[str, ...] = ()
 
 
@@ -110,8 +114,9 @@ class Decryptor:
         except (OSError, ValueError) as exc:
             raise RuntimeError(f"rules with decrypt need the gpg binary and GPG_HOME: {exc}") from exc
 
-    def decrypt(self, source: Path, target: Path, max_bytes: int) -> None:
-        result = self.gpg.decrypt_file(str(source), passphrase=self.passphrase,
+    def decrypt(self, source: Input, target: Path, max_bytes: int) -> None:
+        given = str(source) if isinstance(source, Path) else source
+        result = self.gpg.decrypt_file(given, passphrase=self.passphrase,
                                        output=str(target),
                                        extra_args=["--max-output", str(max_bytes)])
         if not result.ok or result.returncode:
@@ -139,8 +144,12 @@ def _copy(reader: IO[bytes], target: Path, budget: Budget) -> None:
             out.write(block)
 
 
-def gunzip(source: Path, target: Path, limits: Limits) -> None:
-    budget = Budget(source.stat().st_size, limits)
+def size_of(source: Input) -> int:
+    return source.stat().st_size if isinstance(source, Path) else os.fstat(source.fileno()).st_size
+
+
+def gunzip(source: Input, target: Path, limits: Limits) -> None:
+    budget = Budget(size_of(source), limits)
     with gzip.open(source, "rb") as reader:
         _copy(reader, target, budget)  # type: ignore[arg-type]
 
@@ -152,12 +161,13 @@ def _member_name(raw: str) -> str:
     return name
 
 
-def untar(source: Path, work: Path, limits: Limits) -> list[tuple[str, Path]]:
+def untar(source: Input, work: Path, limits: Limits) -> list[tuple[str, Path]]:
     """Unpack the regular members (hidden and temporary ones skipped) into ``work``."""
-    budget = Budget(source.stat().st_size, limits)
+    budget = Budget(size_of(source), limits)
     members: list[tuple[str, Path]] = []
+    opened = {"name": source} if isinstance(source, Path) else {"fileobj": source}
     try:
-        with tarfile.open(source, mode="r|*") as archive:
+        with tarfile.open(mode="r|*", **opened) as archive:  # type: ignore[call-overload]
             for count, member in enumerate(archive, 1):
                 if count > limits.max_members:
                     raise StepError("archive_bomb", f"more than {limits.max_members} entries")
@@ -180,11 +190,12 @@ def _strip(name: str, suffixes: tuple[str, ...]) -> str | None:
     return next((name[: -len(s)] for s in suffixes if lower.endswith(s)), None)
 
 
-def prepare(source: Path, name: str, steps_asked: Collection[str], work: Path, limits: Limits,
-            decryptor: Decryptor | None) -> list[Prepared]:
+def prepare(source: Input, name: str, steps_asked: Collection[str], work: Path,
+            limits: Limits, decryptor: Decryptor | None) -> list[Prepared]:
     """Apply ``steps_asked`` (of ``STEPS``) to ``source`` (named ``name``), while the name
     ends with their suffixes, outermost first; returns what to ingest."""
-    current, steps = source, []
+    current: Input = source
+    steps: list[str] = []
     while True:
         if "decrypt" in steps_asked and (stripped := _strip(name, GPG_SUFFIXES)):
             current = _decrypt(current, work, limits, decryptor)
@@ -202,11 +213,11 @@ def prepare(source: Path, name: str, steps_asked: Collection[str], work: Path, l
         steps.append(step)
 
 
-def _decrypt(source: Path, work: Path, limits: Limits, decryptor: Decryptor | None) -> Path:
+def _decrypt(source: Input, work: Path, limits: Limits, decryptor: Decryptor | None) -> Path:
     if decryptor is None:
         raise StepError("decrypt_failed", "no GPG keyring configured (GPG_HOME)")
     target = work / uuid.uuid4().hex
     decryptor.decrypt(source, target, limits.max_bytes)
     size = target.stat().st_size
-    Budget(source.stat().st_size, limits).spend(size, size)
+    Budget(size_of(source), limits).spend(size, size)
     return target

@@ -10,7 +10,9 @@ temporary files are ignored (``watcher.rules``). It goes through its rule's step
 ``sdc_asset_transfer_file_created``/``_uploaded`` on ``platform.asset-transfer``, then
 moves to ``WATCH_DIR/Processed/`` (or ``Failed/`` with ``<name>.error.json``) keeping its
 relative path; a name already taken there gets ``-2``, ``-3``... before its extension.
-Each content is ingested once per name (``watcher.pipeline``).
+Each content is ingested once per name (``watcher.pipeline``). Only regular files are
+read, without following any link; links, FIFOs, sockets, devices, hard links and names it
+cannot handle go to ``Failed/`` unread (``watcher.files``).
 
 Settings: ``WATCH_DIR``, ``WATCH_RULES`` (see ``watcher.rules``), ``WATCH_QUIET_SECONDS``
 (2), ``WATCH_CONCURRENCY`` (8 files at a time), ``WATCH_MAX_RATIO`` (200) and

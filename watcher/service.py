@@ -6,7 +6,10 @@
   left out.
 - A scan at start-up, and every ``RESCAN_SECONDS`` after, finds what no event announced
   (files there before we started, events lost to an inotify queue overflow, network
-  shares that send none).
+  shares that send none). Links to directories are found too, never followed: like any
+  file that is not a regular one (a link, FIFO, socket or device) they go to ``Failed/``
+  (``watcher.files``); what cannot even be moved there is left alone and logged once
+  (outcome ``ignored``), until it changes.
 - The ticker hands files that are complete (``watcher.tracker``) to ``concurrency``
   workers (``WATCH_CONCURRENCY``, 8), each running one file at a time through
   ``watcher.pipeline``. A file that failed for a transient reason is tried again after
@@ -32,6 +35,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import tornado.web
@@ -60,7 +64,7 @@ MAX_RETRY_DELAY = 60.0
 STOP_GRACE = 10.0
 STALE_WORK_SECONDS = 3600.0
 EVENTS: list[type[FileSystemEvent]] = [FileCreatedEvent, FileMovedEvent, FileClosedEvent]
-DONE = ("ingested", "duplicate", "failed")
+DONE = ("ingested", "duplicate", "failed", "ignored")
 
 
 class _StopRace(logging.Filter):
@@ -72,6 +76,13 @@ class _StopRace(logging.Filter):
 
 
 logging.getLogger("watchdog.observers.inotify").addFilter(_StopRace())
+
+
+def _regular(path: str) -> bool:
+    try:
+        return S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 class _Events(FileSystemEventHandler):
@@ -109,6 +120,7 @@ class Watcher:
         self.busy: set[str] = set()
         self.counts: collections.Counter[str] = collections.Counter()
         self._retries: dict[str, int] = {}
+        self._ignored: dict[str, Stat] = {}  # could not even be moved to Failed/
         self._inbox: list[tuple[str, Stat]] = []
         self._inbox_lock = threading.Lock()
         self._wake = asyncio.Event()
@@ -200,7 +212,7 @@ class Watcher:
             self._observe(path, stat)
 
     def _observe(self, path: str, stat: Stat) -> None:
-        if path not in self.busy:
+        if path not in self.busy and self._ignored.get(path) != stat:
             self._track(path, stat)
 
     def _track(self, path: str, stat: Stat, delay: float | None = None) -> None:
@@ -218,7 +230,8 @@ class Watcher:
             if top == str(self.root):
                 dirs[:] = [d for d in dirs if d not in (PROCESSED, FAILED)]
             dirs[:] = [d for d in dirs if not d.startswith(".")]
-            for name in files:
+            links = [d for d in dirs if os.path.islink(os.path.join(top, d))]
+            for name in [*files, *links]:
                 path = os.path.join(top, name)
                 if self.relative(path) is not None and (stat := stat_of(path)) is not None:
                     found.append((path, stat))
@@ -228,8 +241,9 @@ class Watcher:
         first = True
         while True:
             found = await self._run(self._scan)
-            for path, stat in found:
-                self._observe(path, stat)
+            self._ignored = {path: seen for path, seen in found if self._ignored.get(path) == seen}
+            for path, seen in found:
+                self._observe(path, seen)
             if first and found:
                 logger.info("watcher: %d files already in %s", len(found), self.root)
             first = False
@@ -260,7 +274,7 @@ class Watcher:
                   and self.tracker.settle(path, stat)]
         if not stable:
             return
-        held = await self._run(open_for_writing, str(self.root))
+        held = await self._run(self._held)
         for path in stable:
             if path in held:
                 logger.debug("path=%s still open for writing", self.relative(path))
@@ -269,6 +283,11 @@ class Watcher:
             self.tracker.forget(path)
             self.busy.add(path)
             self.queue.put_nowait(path)
+
+    def _held(self) -> set[str]:
+        """Regular files some process holds open for writing (a FIFO held by a writer is
+        no file in the making: it goes to Failed/ at once)."""
+        return {path for path in open_for_writing(str(self.root)) if _regular(path)}
 
     async def _worker(self) -> None:
         while (path := await self.queue.get()) is not None:
@@ -283,6 +302,8 @@ class Watcher:
         self.busy.discard(path)
         if outcome in DONE:
             self._retries.pop(path, None)
+            if outcome == "ignored" and (seen := stat_of(path)) is not None:
+                self._ignored[path] = seen
             self.counts[outcome] += 1
             metrics.WATCHER_FILES.labels(outcome).inc()
             return

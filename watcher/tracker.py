@@ -22,8 +22,9 @@ Stat = tuple[int, int]  # (size, mtime_ns)
 
 
 def stat_of(path: str) -> Stat | None:
+    """Size and mtime of ``path`` itself (a link is not followed), None when gone."""
     try:
-        found = os.stat(path)
+        found = os.lstat(path)
     except OSError:
         return None
     return found.st_size, found.st_mtime_ns

@@ -18,8 +18,7 @@ from storage import StorageUnavailable
 from tests.helpers import wait_for
 from tests.watcher.conftest import PASSPHRASE, Keyring
 from tests.watcher.harness import Harness, read_topics, watch_env
-from watcher import service
-from watcher.pipeline import Pipeline
+from watcher import files, service
 
 TOPICS = ["platform.upload.assets", "platform.upload.testareno", "platform.asset-transfer"]
 
@@ -172,17 +171,19 @@ def test_crash_between_storing_and_moving_then_restart(tmp_path: Path,
     process recognises it by its content and only moves it."""
     env = watch_env(tmp_path)
     write(Path(env["WATCH_DIR"]) / "C4_Step1.obj", b"v 4 4 4\n")
-    real_move = Pipeline._move
+    real_move = files.move
 
-    def crash(self: Pipeline, path: Path, relative: str, folder: str) -> Path:
-        raise OSError("simulated crash before the move")
+    def crash(root: Path, relative: str, folder: str, *args: Any) -> str | None:
+        if folder == "Processed":
+            raise OSError("simulated crash before the move")
+        return real_move(root, relative, folder, *args)
 
-    monkeypatch.setattr(Pipeline, "_move", crash)
+    monkeypatch.setattr(files, "move", crash)
     with Harness(env) as h:
         assert wait_for(lambda: len(h.uploads()) == 1, 10)
         time.sleep(0.3)
         assert not h.files(h.processed)
-    monkeypatch.setattr(Pipeline, "_move", real_move)
+    monkeypatch.setattr(files, "move", real_move)
     with Harness(env) as h:
         assert wait_for(lambda: h.files(h.processed) == ["C4_Step1.obj"], 10)
         assert len(h.uploads()) == 1
@@ -252,8 +253,8 @@ def test_encrypted_files_and_the_wrong_key(tmp_path: Path, keyring: Keyring,
 
 
 def test_large_file_gets_its_created_event_first_and_is_looked_up(tmp_path: Path) -> None:
-    """Over one block: created is recorded before the payload is stored; dropped again, it
-    is looked up first (not stored twice)."""
+    """Over one block: created, then uploaded, both recorded with the payload; dropped
+    again, it is looked up first (not stored twice)."""
     with Harness(watch_env(tmp_path)) as h:
         data = os.urandom(1024 * 1024 + 4096)
         for expected in (1, 2):

@@ -4,6 +4,8 @@ hold up new ones)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -11,10 +13,12 @@ from typing import Any
 
 import pytest
 
+from core.ingest import PayloadWriter
 from storage import StorageUnavailable
 from tests.helpers import wait_for
-from tests.watcher.harness import Harness, watch_env
+from tests.watcher.harness import Harness, read_topics, watch_env
 from watcher import service
+from watcher.pipeline import watcher_request_id
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -77,3 +81,45 @@ def test_a_file_in_backoff_does_not_hold_up_new_files(
         assert wait_for(lambda: h.files(h.processed) == ["fresh.obj"], 10)
         assert time.monotonic() - dropped < 5, "the new file waited for the other's backoff"
         assert len(failed) == 1 and (h.root / "stuck.obj").exists()
+
+
+def test_a_file_rewritten_during_its_copy_is_stored_hashed_and_announced_as_one_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large OBJ (read twice: hashed, then copied) rewritten in place, same size, while
+    it is being copied: that attempt stores nothing (its object is removed, no event), and
+    the file is taken again; the stored bytes, the request id, the sha256 and the asset
+    events' sha1 all describe the version that was stored."""
+    first, second = os.urandom(3 * 1024 * 1024), os.urandom(3 * 1024 * 1024)
+    real_write, rewritten = PayloadWriter.write, []
+
+    async def rewrite_during_copy(writer: PayloadWriter, data: bytes) -> None:
+        await real_write(writer, data)
+        if writer.payload.filename == "C9_Step1.obj" and not rewritten:
+            rewritten.append(writer.size)
+            rewrite_in_place(path, second)
+
+    monkeypatch.setattr(PayloadWriter, "write", rewrite_during_copy)
+    with Harness(watch_env(tmp_path)) as h:
+        assert h.services is not None
+        path = write(h.root / "C9_Step1.obj", first)
+        assert wait_for(lambda: h.files(h.processed) == ["C9_Step1.obj"], 20)
+        assert rewritten == [1024 * 1024], "the hook did not run during the copy"
+        assert (h.processed / "C9_Step1.obj").read_bytes() == second
+        sha256, sha1 = hashlib.sha256(second).hexdigest(), hashlib.sha1(second).hexdigest()  # noqa: S324
+        [row] = h.uploads()
+        assert row["sha256"] == sha256
+        assert row["request_id"] == watcher_request_id("C9_Step1.obj", sha256)
+        storage = h.services.storage
+        assert list(storage.list_keys("quarantine")) == [row["object_key"]]
+        with storage.open_reader("quarantine", row["object_key"]) as stored:
+            assert gzip.decompress(stored.read()) == second
+        found = read_topics(h.settings, ["platform.upload.assets", "platform.asset-transfer"],
+                            lambda m: len(m) >= 3, 15)
+        time.sleep(0.5)
+        [announcement] = [m for m in found if m["topic"] == "platform.upload.assets"]
+        assert announcement["request_id"] == row["request_id"]
+        assert announcement["checksums"]["sha256"] == sha256
+        events = [m for m in found if m["topic"] == "platform.asset-transfer"]
+        assert [(m["type"], m["request_id"], m["uncompressed_sha1_hash"]) for m in events] == [
+            ("sdc_asset_transfer_file_created", row["request_id"], sha1),
+            ("sdc_asset_transfer_file_uploaded", row["request_id"], sha1)]
