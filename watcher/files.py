@@ -147,7 +147,7 @@ def open_source(root: str | os.PathLike[str], relative: str) -> Source | None:
             os.close(parent)
 
 
-def _open_in(parent: int, name: str) -> Source | None:
+def _open_in(parent: int, name: str) -> Source:
     seen = os.stat(name, dir_fd=parent, follow_symlinks=False)
     _check_regular(seen)
     try:

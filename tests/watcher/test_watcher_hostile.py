@@ -8,14 +8,17 @@ import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from storage import BUCKETS
 from tests.helpers import wait_for
 from tests.watcher.harness import Harness, read_topics, watch_env
+from watcher import service
 from watcher.files import MAX_NAME_BYTES
 
 CATCH_ALL = "*.obj=assets/obj:gzip,*=testareno/lab"
@@ -27,6 +30,10 @@ def hostile_env(tmp_path: Path) -> dict[str, str]:
     env = watch_env(tmp_path, WATCH_RULES=CATCH_ALL)
     del env["URL_SIGNING_KEY"]  # the key is made and kept in WORKDIR/url-signing.key
     return env
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def report(h: Harness, name: str) -> dict[str, Any]:
@@ -152,3 +159,28 @@ def test_names_it_cannot_handle_end_in_failed_once_under_a_safe_name(
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert not [n for n in os.listdir(os.fsencode(root)) if n not in (b"Processed", b"Failed")
                     and os.path.isfile(os.fsencode(root) + b"/" + n)]
+
+
+def test_what_cannot_even_be_moved_is_left_alone_and_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO whose place in Failed/ is a planted link (not followed, so the move fails):
+    left where it is, logged once, not taken again by the rescans until it changes."""
+    monkeypatch.setattr(service, "RESCAN_SECONDS", 0.3)
+    caplog.set_level(logging.INFO)
+    env = hostile_env(tmp_path)
+    root = Path(env["WATCH_DIR"])
+    (root / "Failed").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (root / "Failed" / "lab").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "lab").mkdir()
+    os.mkfifo(root / "lab" / "pipe.obj")
+    with Harness(env) as h:
+        def left_alone() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if "nor moved" in r.getMessage()]
+
+        assert wait_for(left_alone, 10)
+        time.sleep(2)  # several rescans
+        assert len(left_alone()) == 1 and "path=lab/pipe.obj" in left_alone()[0].getMessage()
+        assert (root / "lab" / "pipe.obj").exists() and not os.listdir(tmp_path / "elsewhere")
+        assert metric("watcher_files_total", outcome="ignored") >= 1
+        nothing_stored_or_announced(h)
