@@ -114,6 +114,7 @@ class Download:
         self.executor = executor
         self.checkpoint = checkpoint
         self.sha1 = sha1
+        self.timeout = session.provider.timeout
         self.read = 0
         self._part: PartFile | None = None
         self._inflight: asyncio.Future[Any] | None = None
@@ -151,13 +152,14 @@ class Download:
         sftp = self.session.client()
         path = self.session.remote_path(self.row.path)
         try:
-            handle = await sftp.open(path, "rb", block_size=BLOCK, max_requests=REQUESTS)
+            handle = await asyncio.wait_for(
+                sftp.open(path, "rb", block_size=BLOCK, max_requests=REQUESTS), self.timeout)
         except asyncssh.SFTPError as exc:
             raise file_error(exc, self.row.path) from None
         except CONNECTION_ERRORS as exc:
             raise connection_error(exc) from None
         try:
-            attrs = await handle.stat()
+            attrs = await asyncio.wait_for(handle.stat(), self.timeout)
             if (attrs.size, attrs.mtime) != (self.row.size, self.row.mtime):
                 raise RemoteFileError("changed", f"{self.row.path} changed since it was listed")
             await self._copy(handle, part.offset)
@@ -178,7 +180,12 @@ class Download:
         batched = 0
         expected = offset
         saved_at = time.monotonic()
-        async for at, data in await handle.read_parallel(self.row.size - offset, offset):
+        blocks = (await handle.read_parallel(self.row.size - offset, offset)).__aiter__()
+        while True:
+            try:  # a server that stops answering is one that went away
+                at, data = await asyncio.wait_for(blocks.__anext__(), self.timeout)
+            except StopAsyncIteration:
+                break
             self.read += len(data)
             waiting[at] = data
             while expected in waiting:

@@ -12,7 +12,11 @@ the completion action on the source.
   written in order into an incomplete local file from a byte offset, so a transfer that
   was cut resumes where its last checkpoint says instead of starting again.
 
-Errors: ``ServerGone`` (the connection failed or dropped: the job retries with backoff),
+Every request waits at most the provider's ``timeout`` (30 s) for an answer: a server that
+stops answering is treated as one that went away.
+
+Errors: ``ServerGone`` (the connection failed, dropped or stopped answering: the job
+retries with backoff),
 ``Refused`` (host key or credentials refused: retrying would not help) and, per file,
 ``RemoteFileError`` (``vanished``, ``permission_denied``, ``remote_error``, ``changed``).
 """
@@ -152,8 +156,9 @@ class Session:
         while pending:
             relative_dir = pending.pop()
             try:
-                entries = [e async for e in self.client().scandir(
-                    self.remote_path(relative_dir) if relative_dir else self.provider.directory)]
+                entries = await asyncio.wait_for(self._scan(
+                    self.remote_path(relative_dir) if relative_dir else self.provider.directory),
+                    self.provider.timeout)
             except asyncssh.SFTPError as exc:
                 error = file_error(exc, f"listing {relative_dir or self.provider.directory}")
                 if isinstance(error, ServerGone) or not relative_dir:
@@ -184,6 +189,9 @@ class Session:
                                     int(entry.attrs.mtime or 0)))
         found.sort(key=lambda remote: remote.path)
         return found, skipped
+
+    async def _scan(self, path: str) -> list[asyncssh.SFTPName]:
+        return [entry async for entry in self.client().scandir(path)]
 
     def _wanted(self, relative: str) -> bool:
         if relative.lower().endswith(".sig") or is_ignored(relative):
@@ -218,10 +226,11 @@ class Session:
         source = self.remote_path(relative)
         try:
             if action == "delete":
-                await self.client().remove(source)
+                await asyncio.wait_for(self.client().remove(source), self.provider.timeout)
                 return "deleted"
             assert self.provider.move_to is not None
-            await self._move(source, posixpath.join(self.provider.move_to, relative))
+            await asyncio.wait_for(self._move(source, posixpath.join(
+                self.provider.move_to, relative)), self.provider.timeout)
             return "moved"
         except asyncssh.SFTPError as exc:
             error = file_error(exc, f"{action} {relative}")

@@ -112,3 +112,15 @@ def test_wrong_password_is_refused(tmp_path: Path, sftp: SFTPTestServer) -> None
         job = harness.run_job("acme")
         assert job["state"] == "failed" and "credentials" in job["reason"], job
         assert "not-the-password" not in repr(job)
+
+
+def test_a_server_that_stops_answering_is_one_that_went_away(tmp_path: Path,
+                                                              sftp: SFTPTestServer) -> None:
+    put(sftp, "a.csv", b"a" * 1000)
+    sftp.read_delay = 60.0  # connects, lists, then never answers a read
+    provider = entry(sftp, timeout=0.5, retries=2, retry_delay=0.05)
+    with PullHarness(tmp_path, {"acme": provider}, sftp) as harness:
+        job = harness.run_job("acme", timeout=30)
+        assert job["state"] == "failed", job
+        assert job["reason"] == "timed out (after 2 attempts)", job["reason"]
+        assert job["files"]["pending"] == 1 and harness.uploads() == []

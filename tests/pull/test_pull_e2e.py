@@ -29,7 +29,8 @@ def call(base: str, method: str, path: str) -> dict[str, Any]:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
-def stage(sftp: SFTPTestServer, keyring: Keyring, tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+def stage(sftp: SFTPTestServer, keyring: Keyring, tmp_path: Path, env: dict[str, str],
+          services: tuple[str, str] = ("testareno", "assets")) -> dict[str, str]:
     outgoing = sftp.root / "outgoing"
     (outgoing / "report one.csv").write_bytes(b"a,b\n1,2\n")
     (outgoing / "zusammenfassung-ü.csv.gz").write_bytes(gzip.compress(b"c,d\n3,4\n"))
@@ -40,8 +41,9 @@ def stage(sftp: SFTPTestServer, keyring: Keyring, tmp_path: Path, env: dict[str,
     (tmp_path / "gpg-passphrase").write_text(PASSPHRASE + "\n")
     providers = {
         "lab": entry(sftp, steps=["decrypt", "gunzip"], gpg_home=str(keyring.home),
+                     service=services[0],
                      gpg_passphrase_file=str(tmp_path / "gpg-passphrase"), completion="delete"),
-        "meshes": entry(sftp, directory="/meshes", pattern="*.obj", service="assets",
+        "meshes": entry(sftp, directory="/meshes", pattern="*.obj", service=services[1],
                         category="obj", completion="move", move_to="/meshes/done"),
     }
     config = write_config(tmp_path / "providers.yaml", providers)
@@ -93,9 +95,13 @@ def test_kafka_s3_postgres_and_a_puller_of_its_own(
     env = {"WORKDIR": str(tmp_path / "work"), "KAFKAMQ": kafka_bootstrap,
            "STORAGE_DRIVER": "s3", "S3_ENDPOINT_URL": moto_server, "S3_QUARANTINE": f"q-{suffix}",
            "S3_PERM": f"p-{suffix}", "S3_REJECT": f"r-{suffix}", "DATABASE_URL": pg_url,
-           "URL_SIGNING_KEY": "e2e"}
+           "URL_SIGNING_KEY": "e2e",
+           # services of this test's own: validator groups and topics no other test used
+           # (a dead announcement another test left would hold the validators' workers)
+           "VALID_UPLOAD_TYPES": f"lab{suffix},mesh{suffix}",
+           "VALIDATORS": f"lab{suffix}:test,mesh{suffix}:obj"}
     kafka_topics(all_topics(Settings.from_env(env)))
-    env = stage(sftp, provider_keyring, tmp_path, env)
+    env = stage(sftp, provider_keyring, tmp_path, env, (f"lab{suffix}", f"mesh{suffix}"))
     # every role in one process (its puller included), and a second puller of its own:
     # they share the providers through the lease in PostgreSQL
     gateway = Gateway(env).start()
