@@ -26,6 +26,7 @@ from tornado.httpserver import HTTPServer
 from bus import get_bus
 from consumer.role import BundlerRole
 from core import logs
+from core.cleanup import Cleanup
 from core.consumer import ConsumerLoop
 from core.resumable_tasks import ResumableSweeper
 from core.services import Services
@@ -129,16 +130,11 @@ class Runtime:
             tus_sweeper = ResumableSweeper(self.services.resumable)
             tus_sweeper.start()
             self.stoppers.append(tus_sweeper.stop)
-        self.services.spawn(self._cleanup())
+        cleanup = Cleanup(settings, self.services.storage, self.services.database)
+        cleanup.start()
+        self.stoppers.append(cleanup.stop)
         logger.info("gateway listening on port %d (storage %s, bus %s)", settings.listen_port,
                     settings.storage_driver, "kafka" if settings.kafka_servers else "embedded")
-
-    async def _cleanup(self) -> None:
-        loop = asyncio.get_running_loop()
-        removed = await loop.run_in_executor(None, self.services.cleanup_quarantine)
-        if removed:
-            logger.warning("start-up cleanup removed %d incomplete or unreferenced objects",
-                           removed)
 
     def start_validator(self, name: str) -> None:
         for validator in build_loops(self.services.settings, self.services.bus, name):
@@ -173,9 +169,20 @@ class Runtime:
             except asyncio.TimeoutError:
                 logger.warning("%d uploads still in flight after %.0fs; closing them",
                                self.services.inflight, self.services.settings.shutdown_grace)
+                await self._close_inflight()
         for stop in reversed(self.stoppers):
             stop()
         self.services.close()
+
+    async def _close_inflight(self) -> None:
+        """Close the connections of uploads still in flight: each removes what it wrote
+        (its handler's abort), so that nothing of this process is left for clean-up."""
+        assert self.server is not None
+        try:
+            await asyncio.wait_for(self.server.close_all_connections(), 5)
+            await self.services.wait_background(5)
+        except asyncio.TimeoutError:
+            logger.warning("partial uploads not all removed at stop; clean-up will")
 
     async def _drain(self) -> None:
         """Let in-flight uploads finish (new connections are refused already), then

@@ -23,22 +23,23 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 128
 Entry = tuple[dict[str, Any], dt.datetime, Sequence[OutboxItem]]
+Queued = tuple[Entry, "float | None", Future[None]]  # entry, deadline, its caller's future
 
 
 class GroupCommitter:
     def __init__(self, database: Database, max_batch: int = MAX_BATCH) -> None:
         self.database = database
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[Entry, Future[None]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Queued | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     async def record(self, row: dict[str, Any], received_at: dt.datetime,
-                     messages: Sequence[OutboxItem]) -> None:
+                     messages: Sequence[OutboxItem], deadline: float | None = None) -> None:
         """Record one upload (see ``Database.record_upload``); returns once committed."""
         future: Future[None] = Future()
         self._ensure_started()
-        self._queue.put(((row, received_at, messages), future))
+        self._queue.put(((row, received_at, messages), deadline, future))
         await asyncio.wrap_future(future)
 
     def close(self) -> None:
@@ -76,14 +77,15 @@ class GroupCommitter:
             if stop:
                 return
 
-    def _commit(self, batch: list[tuple[Entry, Future[None]]]) -> None:
+    def _commit(self, batch: list[Queued]) -> None:
         try:
-            results = self.database.record_uploads([entry for entry, _ in batch])
+            results = self.database.record_uploads([entry for entry, _, _ in batch],
+                                                   [deadline for _, deadline, _ in batch])
         except BaseException as exc:  # noqa: BLE001 - every caller gets the failure
-            for _, future in batch:
+            for _, _, future in batch:
                 future.set_exception(exc)
             return
-        for (_, future), error in zip(batch, results):
+        for (_, _, future), error in zip(batch, results):
             if error is None:
                 future.set_result(None)
             else:

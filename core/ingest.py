@@ -16,7 +16,7 @@ import functools
 import hashlib
 import json
 import logging
-import uuid
+import time
 import zlib
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -29,7 +29,7 @@ from core.groupcommit import GroupCommitter
 from core.mime import sniff
 from core.settings import Settings
 from db import Database, OutboxItem, utcnow
-from storage import ObjectWriter, Storage
+from storage import ObjectWriter, Storage, new_object_key
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class PayloadWriter:
                  object_key: str, executor: Executor) -> None:
         self.payload = payload
         self.object_key = object_key
+        # before any byte is stored: the ingest deadline counts from here (core.cleanup)
+        self.opened = time.monotonic()
         self.size = 0
         self.stored_size = 0
         self.mime: str | None = None
@@ -192,7 +194,7 @@ class Ingestor:
 
     def open(self, payload: Payload) -> PayloadWriter:
         """A writer for ``payload``; the object itself is opened by its first write."""
-        key = uuid.uuid4().hex
+        key = new_object_key()
         open_writer = functools.partial(self.storage.open_writer, "quarantine", key)
         return PayloadWriter(payload, open_writer, key, self.executor)
 
@@ -204,7 +206,9 @@ class Ingestor:
         """Commit the object, then record the upload and its announcement durably, with
         any further ``messages(announcement)`` in the same transaction (the watcher's
         asset-transfer events). Returns the announcement. On failure the stored object is
-        removed again."""
+        removed again; the record fails (``RecordTooLate``) unless it commits within
+        ``INGEST_DEADLINE`` of the writer's opening, so that clean-up can tell an
+        abandoned object from one whose record is still coming (core/cleanup.py)."""
         checksums = await writer.commit()
         payload = writer.payload
         announcement = self._announcement(writer, checksums)
@@ -212,11 +216,12 @@ class Ingestor:
         loop = asyncio.get_running_loop()
         item = OutboxItem(service_topic(payload.service), payload.request_id, announcement,
                           request_id=payload.request_id, on_sent_status="announced")
+        deadline = writer.opened + self.settings.ingest_deadline
         try:
             # a caller's messages may refuse the payload (the watcher: the bytes written are
             # not the ones it hashed): the stored object is removed then too
             items = [item, *(messages(announcement) if messages else [])]
-            await self._committer.record(row, payload.received_at, items)
+            await self._committer.record(row, payload.received_at, items, deadline)
         except Exception:
             await loop.run_in_executor(
                 self.executor, self.storage.delete, "quarantine", writer.object_key

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Coroutine
 
@@ -17,8 +16,6 @@ from db import Database
 from storage import Storage, get_storage, resumable
 
 logger = logging.getLogger(__name__)
-
-CLEANUP_GRACE = 5.0
 
 
 class Services:
@@ -50,22 +47,10 @@ class Services:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def cleanup_quarantine(self, grace: float = CLEANUP_GRACE) -> int:
-        """Remove what a crash left behind: unfinished writes, and objects in quarantine
-        that no upload row references (stored, but the 202 was never sent). An object
-        is removed only if it is still unreferenced after ``grace`` seconds, so that a
-        neighbouring gateway's upload that is between its storage commit and its
-        database commit is left alone."""
-        removed = self.storage.cleanup_incomplete()
-        keys = set(self.storage.list_keys("quarantine"))
-        orphans = keys - self.database.known_object_keys(keys)
-        if orphans and grace:
-            threading.Event().wait(grace)
-            orphans -= self.database.known_object_keys(orphans)
-        for key in orphans:
-            logger.warning("removing unreferenced quarantine object %s", key)
-            self.storage.delete("quarantine", key)
-        return removed + len(orphans)
+    async def wait_background(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for what ``spawn`` started."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
 
     def close(self) -> None:
         self.relay.stop()

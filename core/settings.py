@@ -207,6 +207,9 @@ class Settings:
     http_idle_timeout: float = 60.0
     http_body_timeout: float = 600.0
     shutdown_grace: float = 30.0
+    # seconds from a payload's first byte to its database record; longer fails the upload
+    # (503), so that clean-up may remove what is older as abandoned (core/cleanup.py)
+    ingest_deadline: float = 900.0
     tus_expiry: int = 86400
     tus_lease_seconds: int = 30
     tus_cors_origins: tuple[str, ...] = ()
@@ -273,6 +276,8 @@ class Settings:
             http_idle_timeout=_float(env, "HTTP_IDLE_TIMEOUT", 60.0),
             http_body_timeout=_float(env, "HTTP_BODY_TIMEOUT", 600.0),
             shutdown_grace=_float(env, "SHUTDOWN_GRACE", 30.0),
+            ingest_deadline=_float(env, "INGEST_DEADLINE",
+                                   _float(env, "HTTP_BODY_TIMEOUT", 600.0) + 300.0),
             tus_expiry=_int(env, "TUS_EXPIRY", 86400, minimum=60),
             tus_lease_seconds=_int(env, "TUS_LEASE_SECONDS", 30, minimum=3),
             tus_cors_origins=_origins(env, "TUS_CORS_ORIGINS"),

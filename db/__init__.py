@@ -30,12 +30,14 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bus.topics import PAYLOAD_STATUS
 from db.engine import as_utc, make_engine, utcnow
+from db.fence import CleanupFence, RecordTooLate
 from db.outbox import OutboxItem, OutboxQueries, OutboxRow
 from db.schema import upload_events, uploads
 from db.tus import TusQueries, tus_uploads
 
 __all__ = ["OPEN_FOR_VERDICT", "RANK", "VERDICT_STATUS", "Database", "MigrationError",
-           "OutboxItem", "OutboxRow", "Verdict", "as_utc", "make_engine", "utcnow"]
+           "OutboxItem", "OutboxRow", "RecordTooLate", "Verdict", "as_utc", "make_engine",
+           "utcnow"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ _APPLY_VERDICT = {
 Verdict = tuple[str, str, "str | None", dict[str, Any], Sequence[OutboxItem]]
 
 
-class Database(OutboxQueries, TusQueries):
+class Database(OutboxQueries, TusQueries, CleanupFence):
     def __init__(self, url: str, status_topic: str = PAYLOAD_STATUS) -> None:
         self.url = url
         self.engine = make_engine(url)
@@ -194,39 +196,55 @@ class Database(OutboxQueries, TusQueries):
         row: dict[str, Any],
         received_at: dt.datetime,
         messages: Sequence[OutboxItem],
+        deadline: float | None = None,
     ) -> None:
         """Insert a stored upload, its received/stored timeline and its outbox messages
         in one transaction: once this returns, the announcement cannot be lost. A
-        ``note`` in ``row`` (where the payload came from) is the received entry's message."""
+        ``note`` in ``row`` (where the payload came from) is the received entry's message.
+        ``deadline`` (``time.monotonic``): ``RecordTooLate`` rather than commit after it
+        (``db.fence``)."""
         with self._begin() as conn:
-            self._record(conn, [(row, received_at, messages)])
+            self._record(conn, [(row, received_at, messages)], [deadline])
 
     def record_uploads(
-        self, entries: Sequence[tuple[dict[str, Any], dt.datetime, Sequence[OutboxItem]]]
+        self, entries: Sequence[tuple[dict[str, Any], dt.datetime, Sequence[OutboxItem]]],
+        deadlines: Sequence[float | None] | None = None,
     ) -> list[Exception | None]:
         """Group commit: ``record_upload`` for several uploads in one transaction (one
-        fsync). Returns per entry ``None`` (recorded) or the ``IntegrityError`` that
-        refused it: when the batch hits one, each entry is retried on its own, so that a
-        duplicate request id fails only its own upload. Other errors raise for all."""
+        fsync). Returns per entry ``None`` (recorded) or the ``IntegrityError`` or
+        ``RecordTooLate`` that refused it: when the batch hits one, each entry is retried
+        on its own, so that a duplicate request id or a late upload fails only itself.
+        Other errors raise for all."""
         if not entries:
             return []
+        deadlines = list(deadlines or [None] * len(entries))
         try:
             with self._begin() as conn:
-                self._record(conn, entries)
+                self._record(conn, entries, deadlines)
             return [None] * len(entries)
-        except IntegrityError:
+        except (IntegrityError, RecordTooLate):
             if len(entries) == 1:
                 raise
         results: list[Exception | None] = []
-        for entry in entries:
+        for entry, deadline in zip(entries, deadlines):
             try:
-                self.record_upload(*entry)
+                self.record_upload(*entry, deadline=deadline)
                 results.append(None)
-            except IntegrityError as exc:
+            except (IntegrityError, RecordTooLate) as exc:
                 results.append(exc)
         return results
 
     def _record(
+        self,
+        conn: Connection,
+        entries: Sequence[tuple[dict[str, Any], dt.datetime, Sequence[OutboxItem]]],
+        deadlines: Sequence[float | None],
+    ) -> None:
+        self._fence_shared(conn)
+        self._insert_uploads(conn, entries)
+        self._check_deadlines(deadlines)  # last: any wait above counts
+
+    def _insert_uploads(
         self,
         conn: Connection,
         entries: Sequence[tuple[dict[str, Any], dt.datetime, Sequence[OutboxItem]]],

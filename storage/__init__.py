@@ -15,6 +15,8 @@ requests and processes (tus uploads).
 from __future__ import annotations
 
 import importlib
+import secrets
+import time
 from abc import ABC, abstractmethod
 from typing import Any, BinaryIO, Iterator, Sequence
 
@@ -95,9 +97,17 @@ class Storage(ABC):
         """Keys of committed objects in ``bucket``."""
 
     @abstractmethod
-    def cleanup_incomplete(self) -> int:
-        """Remove half-written objects left by a crash (temporary files, unfinished
-        multipart uploads). Returns how many were removed. Run at start-up."""
+    def list_aged(self, bucket: str) -> Iterator[tuple[str, float]]:
+        """``(key, age in seconds)`` of each committed object in ``bucket`` (as
+        ``list_keys``); the age is ``object_age``'s, the smaller of the backend's and the
+        key's own."""
+
+    @abstractmethod
+    def cleanup_incomplete(self, min_age: float) -> int:
+        """Remove half-written objects (temporary files, unfinished multipart uploads)
+        older than ``min_age`` seconds (``object_age``): what a writer that crashed left.
+        A live writer is younger than the longest a write may take, which the caller
+        passes. Returns how many were removed."""
 
     @abstractmethod
     def signed_url(self, bucket: str, key: str, expires_in: int) -> str:
@@ -112,6 +122,38 @@ class Storage(ABC):
 
 
 RESUMABLE_PREFIX = "resumable/"
+
+
+def new_object_key(now: float | None = None) -> str:
+    """A fresh object key: a UUID version 7 in hex (32 characters), whose first 48 bits
+    are the creation time in milliseconds, so that the key itself tells its age."""
+    millis = int((time.time() if now is None else now) * 1000) & (2**48 - 1)
+    rand = secrets.randbits(74)
+    value = (millis << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & (2**62 - 1))
+    return f"{value:032x}"
+
+
+def key_time(key: str) -> float | None:
+    """The creation time (epoch seconds) a ``new_object_key`` carries, in a key or in a
+    name that starts with one; None for any other key (older uuid4 keys, bundles)."""
+    head = key.rsplit("/", 1)[-1][:32]
+    if len(head) != 32 or head[12] != "7" or head[16] not in "89ab":
+        return None
+    try:
+        return int(head[:12], 16) / 1000.0
+    except ValueError:
+        return None
+
+
+def object_age(key: str, backend_age: float, now: float | None = None) -> float:
+    """How old an object (or a write in progress) is, for clean-up: the smaller of the
+    age the backend reports (on its own clock) and the age its key tells (on its writer's
+    clock), so that neither a backend that reports a wrong time (moto's fixed multipart
+    initiation date) nor a writer whose clock runs ahead makes a live write look old."""
+    created = key_time(key)
+    if created is None:
+        return backend_age
+    return min(backend_age, (time.time() if now is None else now) - created)
 
 
 class ResumableWriter(ABC):

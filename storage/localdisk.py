@@ -36,7 +36,7 @@ from typing import BinaryIO
 
 from core.settings import Settings
 from core.signing import sign_download_url
-from storage import BUCKETS, ObjectWriter, Storage, StorageUnavailable
+from storage import BUCKETS, ObjectWriter, Storage, StorageUnavailable, object_age
 from storage.localdisk_resumable import RESUMABLE_DIR, LocalDiskResumable
 
 logger = logging.getLogger(__name__)
@@ -287,21 +287,50 @@ class LocalDiskStorage(LocalDiskResumable, Storage):
             for name in sorted(filenames):
                 yield (relative / name).as_posix()
 
-    def cleanup_incomplete(self) -> int:
+    def list_aged(self, bucket: str) -> Iterator[tuple[str, float]]:
+        root = self._root(bucket)
+        now = self._disk_now(root / INCOMPLETE_DIR)
+        for key in self.list_keys(bucket):
+            try:
+                modified = (root / key).stat().st_mtime
+            except FileNotFoundError:
+                continue
+            yield key, object_age(key, now - modified)
+
+    def cleanup_incomplete(self, min_age: float) -> int:
+        """Remove temporary files in ``.incomplete`` not written to for ``min_age``
+        seconds (by the disk's clock) and, when their name starts with a key that tells
+        its age, created that long ago."""
         removed = 0
         for root in self._roots.values():
             incomplete = root / INCOMPLETE_DIR
             incomplete.mkdir(parents=True, exist_ok=True)
+            now = self._disk_now(incomplete)
             with os.scandir(incomplete) as entries:
                 for entry in entries:
                     try:
-                        os.unlink(entry.path)
-                        removed += 1
+                        age = object_age(entry.name, now - entry.stat().st_mtime)
+                        if age > min_age:
+                            os.unlink(entry.path)
+                            removed += 1
                     except FileNotFoundError:
                         pass
         if removed:
             logger.info("removed %d incomplete object(s)", removed)
         return removed
+
+    @staticmethod
+    def _disk_now(directory: Path) -> float:
+        """The filesystem's clock: the mtime of a file created now (on a WORKDIR shared
+        over NFS the server stamps files, whatever this machine's clock says)."""
+        probe = directory / f".clock-{secrets.token_hex(8)}"
+        with _translate():
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                return os.fstat(fd).st_mtime
+            finally:
+                os.close(fd)
+                os.unlink(probe)
 
     def signed_url(self, bucket: str, key: str, expires_in: int) -> str:
         _check_key(key)

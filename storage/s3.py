@@ -24,11 +24,8 @@ Limits: 10,000 parts, so at most 80 GiB per object at the default part size. ``m
 Resumable objects (tus uploads) are multipart uploads under ``resumable/`` kept across
 requests, with short tails in ``.resumable/`` objects (``storage.s3_resumable``).
 
-``cleanup_incomplete`` aborts every unfinished multipart upload in the three buckets but
-the resumable ones
-(those started more than ``incomplete_min_age`` seconds ago, default 0: all of them). It is
-meant for start-up; with several gateways sharing the buckets, pass a minimum age larger
-than the longest upload so that one restarting instance does not abort another's uploads.
+``cleanup_incomplete(min_age)`` aborts the unfinished multipart uploads in the three
+buckets, but the resumable ones, that are older than ``min_age`` (``storage.s3_cleanup``).
 
 Clients are thread-safe (sessions are not): each ``S3Storage`` builds one session and one
 client at construction and shares the client between threads; a writer is used by one
@@ -43,7 +40,6 @@ import errno
 import io
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO, cast
@@ -55,7 +51,8 @@ from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadErro
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from core.settings import Settings
-from storage import BUCKETS, RESUMABLE_PREFIX, ObjectWriter, Storage, StorageUnavailable
+from storage import BUCKETS, ObjectWriter, Storage, StorageUnavailable
+from storage.s3_cleanup import S3Cleanup
 from storage.s3_resumable import TAIL_PREFIX, S3Resumable
 from storage.s3buckets import BucketKeepingClient
 
@@ -247,19 +244,18 @@ def _make_client(settings: Settings) -> Any:
     return session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
 
 
-class S3Storage(S3Resumable, Storage):
+class S3Storage(S3Cleanup, S3Resumable, Storage):
     def __init__(
         self,
         settings: Settings,
         *,
         part_size: int = PART_SIZE,
-        incomplete_min_age: float = 0.0,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
         self._names = {name: settings.buckets[name] for name in BUCKETS}
         self._part_size = part_size
-        self._incomplete_min_age = incomplete_min_age
+        self._tail_prefix = TAIL_PREFIX
         self._raw_client = _make_client(settings)
         # a bucket that vanished later is created again by the call that misses it
         self._client = BucketKeepingClient(self._raw_client, self._names.values(),
@@ -365,31 +361,6 @@ class S3Storage(S3Resumable, Storage):
                 for item in page.get("Contents", ()):
                     if not item["Key"].startswith(TAIL_PREFIX):
                         yield item["Key"]
-
-    def cleanup_incomplete(self) -> int:
-        cutoff = time.time() - self._incomplete_min_age
-        removed = 0
-        paginator = self._client.get_paginator("list_multipart_uploads")
-        for name in dict.fromkeys(self._names.values()):
-            with _translate(f"bucket {name}"):
-                for page in paginator.paginate(Bucket=name):
-                    for upload in page.get("Uploads", ()):
-                        if upload["Key"].startswith(RESUMABLE_PREFIX):
-                            continue  # a resumable upload's: its owner discards it
-                        if upload["Initiated"].timestamp() <= cutoff:
-                            removed += self._abort_upload(name, upload["Key"], upload["UploadId"])
-        if removed:
-            logger.info("aborted %d incomplete multipart upload(s)", removed)
-        return removed
-
-    def _abort_upload(self, name: str, key: str, upload_id: str) -> int:
-        try:
-            self._client.abort_multipart_upload(Bucket=name, Key=key, UploadId=upload_id)
-        except ClientError as exc:
-            if _code(exc) == "NoSuchUpload":
-                return 0
-            raise
-        return 1
 
     def signed_url(self, bucket: str, key: str, expires_in: int) -> str:
         return cast(

@@ -80,7 +80,7 @@ class ResumableContract:
         key = new_key()
         data = os.urandom(6 * MIB + 3)
         state = append(storage, key, 0, {}, data, 20 * MIB)
-        storage.cleanup_incomplete()
+        storage.cleanup_incomplete(0)
         state = append(storage, key, len(data), state, b"x", 20 * MIB, final=True)
         storage.complete_resumable(BUCKET, key, state, len(data) + 1)
         assert read_all(storage, BUCKET, key) == data + b"x"

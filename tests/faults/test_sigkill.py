@@ -25,7 +25,9 @@ FINAL = ("available", "rejected")
 
 @pytest.mark.timeout(180)
 def test_sigkill_during_100_uploads_then_restart(tmp_path: Path) -> None:
-    env = {"WORKDIR": str(tmp_path / "work"), "LISTEN_PORT": str(free_port())}
+    # what the kill leaves is removed once older than INGEST_DEADLINE (core/cleanup.py)
+    env = {"WORKDIR": str(tmp_path / "work"), "LISTEN_PORT": str(free_port()),
+           "INGEST_DEADLINE": "8"}
     settings = Settings.from_env(env)
     gateway = Gateway(env).start()
     payloads = {i: os.urandom(random.Random(i).randint(1, 600_000)) for i in range(UPLOADS)}
@@ -71,7 +73,7 @@ def test_sigkill_during_100_uploads_then_restart(tmp_path: Path) -> None:
                          for p in bucket_files(settings.workdir, b)[1]]
             pending = [r for r in rows.values() if r["status"] not in FINAL]
             return not quarantine and not leftovers and not pending
-        # the start-up cleanup waits a 5 s grace before removing unreferenced objects
+        # a clean-up pass every INGEST_DEADLINE removes what is older than it (+ 2 s)
         assert wait_for(clean, 30, interval=0.2), "quarantine or .incomplete not cleaned"
 
         rows = uploads_table(settings.workdir)

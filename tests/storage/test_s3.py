@@ -108,7 +108,7 @@ def test_abort_removes_multipart_upload(storage: S3Storage, s3_settings: Setting
 
 def test_cleanup_spares_young_uploads(s3_settings: Settings) -> None:
     # moto reports a fixed initiation date, so the listing is faked here.
-    driver = S3Storage(s3_settings, incomplete_min_age=3600)
+    driver = S3Storage(s3_settings)
     now = datetime.now(UTC)
     uploads = [
         {"Key": "young", "UploadId": "1", "Initiated": now},
@@ -118,7 +118,7 @@ def test_cleanup_spares_young_uploads(s3_settings: Settings) -> None:
     paginator = SimpleNamespace(paginate=lambda Bucket: [{"Uploads": uploads}])
     driver.client.get_paginator = lambda name: paginator
     driver.client.abort_multipart_upload = lambda **kw: aborted.append(kw["Key"])
-    assert driver.cleanup_incomplete() == 3  # "old" in each of the three buckets
+    assert driver.cleanup_incomplete(3600) == 3  # "old" in each of the three buckets
     assert aborted == ["old"] * 3
 
 
