@@ -49,12 +49,26 @@ class Message:
     generation: int = 0
 
 
+@dataclass(frozen=True)
+class Refused:
+    """A ``send`` result: the broker will never take this message (larger than its
+    message size limit, invalid), so sending it again cannot help. False as a truth
+    value, like a message that was not acknowledged."""
+
+    reason: str
+
+    def __bool__(self) -> bool:
+        return False
+
+
 class Producer(ABC):
     @abstractmethod
-    def send(self, messages: Sequence[OutMessage], timeout: float) -> list[bool]:
+    def send(self, messages: Sequence[OutMessage], timeout: float) -> list[bool | Refused]:
         """Send ``messages`` and wait up to ``timeout`` seconds for the broker's
-        acknowledgement. Returns, per message, whether it was acknowledged (durably
-        appended). Messages to one topic with one key keep their order."""
+        acknowledgement. Returns, per message, True when it was acknowledged (durably
+        appended), False when not (yet: retry), or ``Refused`` when it never will be.
+        One refused message does not hold up the others. Messages to one topic with one
+        key keep their order."""
 
     @abstractmethod
     def close(self) -> None:

@@ -4,7 +4,9 @@ servers (``host:port[,host:port...]``).
 Producer: ``enable.idempotence=true``, ``acks=all``, ``linger.ms=1``; the message key is
 the partitioning key, so messages with one key keep their order. ``send`` produces every
 message with its own delivery callback and waits up to ``timeout`` for the
-acknowledgements; a background thread serves the callbacks, so several threads may share
+acknowledgements; a message the client or the broker refuses for good (larger than
+``message.max.bytes``, 1,000,000 bytes by default; invalid) is reported ``Refused`` on its
+own while the others go on; a background thread serves the callbacks, so several threads may share
 one producer. What is not acknowledged in time is reported False, but librdkafka keeps
 retrying it until ``message.timeout.ms`` (``message_timeout``, 10 s, the outbox relay's
 send timeout), so a message reported False may still be delivered later, and a resend can
@@ -50,7 +52,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Producer as KProducer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bus import Bus, BusUnavailable, Consumer, Message, OutMessage, Producer
+from bus import Bus, BusUnavailable, Consumer, Message, OutMessage, Producer, Refused
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -79,6 +81,21 @@ LOST_OWNERSHIP = {
     KafkaError._ASSIGNMENT_LOST,
     KafkaError.FENCED_INSTANCE_ID,
 }
+
+
+# What a broker (or the client, before sending) refuses for one message for good: too
+# large for message.max.bytes, invalid. Other errors are retried.
+REFUSED = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.INVALID_MSG,
+    KafkaError.INVALID_RECORD,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+}
+
+
+class _Refused(Exception):
+    """``produce`` refused one message for good."""
 
 
 def _config(servers: str, **extra: Any) -> dict[str, Any]:
@@ -146,7 +163,7 @@ class _Batch:
     """The delivery state of one ``send``: a result per message, set by callbacks."""
 
     def __init__(self, size: int) -> None:
-        self.results = [False] * size
+        self.results: list[bool | Refused] = [False] * size
         self._pending = size
         self._lock = threading.Lock()
         self.done = threading.Event()
@@ -158,11 +175,20 @@ class _Batch:
             if error is not None:  # the caller reports the batch; one line per message is noise
                 logger.debug("delivery failed: %s", error.str())
             with self._lock:
-                self.results[index] = error is None
+                if error is None:
+                    self.results[index] = True
+                elif error.code() in REFUSED:
+                    self.results[index] = Refused(f"Kafka: {error.str()}")
                 self._pending -= 1
                 if self._pending == 0:
                     self.done.set()
         return on_delivery
+
+    def refuse(self, index: int, reason: str) -> None:
+        """Message ``index`` was refused before it was produced (no callback comes)."""
+        with self._lock:
+            self.results[index] = Refused(reason)
+        self.abandon(1)
 
     def abandon(self, count: int) -> None:
         """``count`` messages were never produced: they will get no callback."""
@@ -193,12 +219,17 @@ class KafkaProducer(Producer):
                                         daemon=True)
         self._poller.start()
 
-    def send(self, messages: Sequence[OutMessage], timeout: float) -> list[bool]:
+    def send(self, messages: Sequence[OutMessage], timeout: float) -> list[bool | Refused]:
         deadline = time.monotonic() + timeout
         producer = self._current()
         batch = _Batch(len(messages))
         for index, message in enumerate(messages):
-            if not self._produce(producer, message, batch.callback(index), deadline):
+            try:
+                queued = self._produce(producer, message, batch.callback(index), deadline)
+            except _Refused as exc:
+                batch.refuse(index, str(exc))
+                continue
+            if not queued:
                 batch.abandon(len(messages) - index)
                 break
         batch.done.wait(max(0.0, deadline - time.monotonic()))
@@ -226,7 +257,10 @@ class KafkaProducer(Producer):
                     return False
                 time.sleep(0.01)
             except KafkaException as exc:
-                raise BusUnavailable(f"Kafka: {exc.args[0]}") from exc
+                error: KafkaError = exc.args[0]
+                if error.code() in REFUSED:  # this message only (e.g. over message.max.bytes)
+                    raise _Refused(f"Kafka: {error.str()}") from exc
+                raise BusUnavailable(f"Kafka: {error}") from exc
 
     def _current(self) -> KProducer:
         """The producer, recreated after a fatal error (its messages were failed already)."""

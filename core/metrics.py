@@ -20,6 +20,9 @@ SKIPPED_MESSAGES = Counter(
 OUTBOX_DEPTH = Gauge("upload_outbox_depth", "Messages recorded but not yet delivered")
 OUTBOX_DELIVERED = Counter("upload_outbox_delivered_total", "Outbox messages delivered", ["topic"])
 OUTBOX_FAILURES = Counter("upload_outbox_send_failures_total", "Outbox batches that failed")
+OUTBOX_PARKED = Counter("upload_outbox_parked_total",
+                        "Outbox messages the bus refused for good (too large, invalid), parked",
+                        ["topic"])
 CONSUMER_LAG = Gauge(
     "bus_consumer_lag_seconds", "Age of the upload behind the last message a consumer handled", ["group"]
 )

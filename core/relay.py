@@ -7,6 +7,11 @@ acknowledged is retried with exponential backoff (0.2 s doubling to ``MAX_BACKOF
 retry state lives in the database, not in memory, so a restart or a broker outage loses
 nothing. ``wake()`` lets the ingest path start a delivery at once instead of waiting for
 the next poll.
+
+A message the bus refuses for good (``bus.Refused``: larger than the broker's message size
+limit, invalid) is parked on its own (``outbox.parked_at``, its reason in ``last_error``,
+``upload_outbox_parked_total``, an error logged with its request_id) and never claimed
+again; the rest of its batch is delivered or retried as usual.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import threading
 import time
 from typing import Sequence
 
-from bus import Bus, BusUnavailable, OutMessage, Producer
+from bus import Bus, BusUnavailable, OutMessage, Producer, Refused
 from core import metrics
 from db import Database, OutboxRow
 
@@ -104,8 +109,11 @@ class OutboxRelay:
             error = "not acknowledged in time"
         metrics.STAGE_SECONDS.labels("relay_send").observe(time.monotonic() - started)
         sent = [row for row, ok in zip(rows, acked) if ok]
-        failed = [row for row, ok in zip(rows, acked) if not ok]
+        refused = [(row, ok) for row, ok in zip(rows, acked) if isinstance(ok, Refused)]
+        failed = [row for row, ok in zip(rows, acked) if not ok and not isinstance(ok, Refused)]
         self._sent = sent
+        if refused:
+            self._park(refused)
         self._report_depth()
         for row in sent:
             metrics.OUTBOX_DELIVERED.labels(row.topic).inc()
@@ -115,6 +123,17 @@ class OutboxRelay:
             self._depth_at = 0.0
             self._report_depth()
         return len(sent)
+
+    def _park(self, refused: Sequence[tuple[OutboxRow, Refused]]) -> None:
+        """Messages the bus will never take are set aside, each on its own: the others
+        of the batch, and those behind it, go on."""
+        for row, result in refused:
+            metrics.OUTBOX_PARKED.labels(row.topic).inc()
+            logger.error("request_id=%s message to %s (%d bytes) refused by the bus and "
+                         "parked: %s", row.request_id or "-", row.topic, len(row.value),
+                         result.reason)
+        self.database.outbox_park([row for row, _ in refused],
+                                  [result.reason for _, result in refused])
 
     def _retry_later(self, failed: Sequence[OutboxRow], error: str) -> None:
         metrics.OUTBOX_FAILURES.inc()

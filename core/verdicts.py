@@ -35,6 +35,19 @@ AVAILABLE_TOPIC = topics.AVAILABLE
 DESTINATION = {"success": "perm", "failure": "reject"}
 
 
+# What a verdict carries is stored with the upload and travels on in the `available`
+# and status messages, so it stays far below the bus's message size limit (1 MB).
+MAX_REASON = 4096  # characters; a longer reason is cut, and says so
+MAX_ID_BYTES = 1024  # the validator's `id`, JSON-encoded
+MAX_VERDICT_BYTES = 64 * 1024  # the whole verdict, JSON-encoded
+TRUNCATED = " [truncated]"
+
+
+class VerdictTooLarge(MalformedMessage):
+    """A verdict whose ``id`` or carried fields are over the limits: refused (HTTP 413,
+    on the bus skipped as malformed)."""
+
+
 def parse_verdict(data: dict[str, Any]) -> tuple[str, str, str | None]:
     request_id = data.get("request_id")
     verdict = data.get("validation")
@@ -45,6 +58,15 @@ def parse_verdict(data: dict[str, Any]) -> tuple[str, str, str | None]:
         raise MalformedMessage(f"validation must be success, failure or handoff, got {verdict!r}"[:300])
     if reason is not None and not isinstance(reason, str):
         reason = json.dumps(reason)
+    if reason is not None and len(reason) > MAX_REASON:
+        reason = reason[:MAX_REASON - len(TRUNCATED)] + TRUNCATED
+    if "id" in data and len(json.dumps(data["id"])) > MAX_ID_BYTES:
+        raise VerdictTooLarge(f"request_id={request_id} verdict id is over {MAX_ID_BYTES} "
+                              "bytes (JSON)")
+    carried = {k: v for k, v in data.items() if k != "reason"}
+    if len(json.dumps(carried)) > MAX_VERDICT_BYTES:
+        raise VerdictTooLarge(f"request_id={request_id} verdict fields are over "
+                              f"{MAX_VERDICT_BYTES} bytes (JSON)")
     return request_id, verdict, reason
 
 

@@ -18,7 +18,8 @@ from db.schema import outbox
 
 _INSERT_OUTBOX = insert(outbox)
 _DELETE_OUTBOX = sql_delete(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)))
-_FREE = outbox.c.claimed_until.is_(None) | (outbox.c.claimed_until < bindparam("now"))
+_FREE = outbox.c.parked_at.is_(None) & (
+    outbox.c.claimed_until.is_(None) | (outbox.c.claimed_until < bindparam("now")))
 _CLAIMS: dict[int, Any] = {}
 
 
@@ -147,9 +148,32 @@ class OutboxQueries:
         (for other packages' tables: their facts and messages commit together)."""
         self._enqueue(conn, items)
 
+    def outbox_park(self, rows: Sequence[OutboxRow], reasons: Sequence[str]) -> None:
+        """Set messages aside for good: the bus refused them (``reasons``). They stay in
+        the outbox with ``parked_at`` and ``last_error`` for an operator, and are never
+        claimed again (clear ``parked_at`` to send one again)."""
+        if not rows:
+            return
+        now = utcnow()
+        with self._begin() as conn:
+            for row, reason in zip(rows, reasons):
+                conn.execute(update(outbox).where(outbox.c.id == row.id).values(
+                    parked_at=now, claimed_until=None, last_error=reason[:2000]))
+
     def outbox_depth(self) -> int:
+        """Messages waiting for delivery (parked ones are not)."""
+        query = select(func.count()).select_from(outbox).where(outbox.c.parked_at.is_(None))
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(outbox)).scalar_one())
+            return int(conn.execute(query).scalar_one())
+
+    def outbox_parked(self) -> list[dict[str, Any]]:
+        """The parked messages (id, topic, key, request_id, size, reason), oldest first."""
+        query = (select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.request_id,
+                        func.length(outbox.c.value).label("size"),
+                        outbox.c.last_error.label("reason"), outbox.c.parked_at)
+                 .where(outbox.c.parked_at.is_not(None)).order_by(outbox.c.id))
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
 
     def _enqueue(self, conn: Connection, items: Sequence[OutboxItem]) -> None:
         now = utcnow()

@@ -69,6 +69,8 @@ outbox = Table(
     Column("claimed_until", DateTime(timezone=True)),
     Column("claimed_by", String(64)),
     Column("last_error", Text),
+    # the bus refused the message for good (migration 0004); last_error says why
+    Column("parked_at", DateTime(timezone=True)),
     # ids are never reused: a repeated "delete these sent ids" must not hit new rows
     sqlite_autoincrement=True,
 )

@@ -6,7 +6,9 @@ other fields are carried along as in a Kafka verdict), to the announcement's one
 200 ``{"request_id", "validation", "status"}`` once recorded; 403 ``forbidden`` for a
 forged, expired or used code (nothing changes); 409 ``already_decided`` when the upload was
 decided before (by a Kafka verdict or ``VALIDATION_TIMEOUT``): the late verdict is logged
-and ignored; 400 ``bad_request`` for a body that is not a verdict; 404 ``not_found``.
+and ignored; 400 ``bad_request`` for a body that is not a verdict; 413
+``verdict_too_large`` for an ``id`` over 1 KiB or a verdict over 64 KiB (JSON; a ``reason``
+over 4,096 characters is cut, see core/verdicts.py); 404 ``not_found``.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import logging
 
 from core.callbacks import CallbackRecorder
 from core.consumer import TRANSIENT, MalformedMessage
-from core.verdicts import VerdictHandler
+from core.verdicts import VerdictHandler, VerdictTooLarge
 from upload.base import ApiHandler, Services
 from upload.errors import ApiError
 
@@ -36,7 +38,7 @@ class CallbackHandler(ApiHandler):
     async def post(self, request_id: str) -> None:
         self.request_id = request_id
         if len(self.request.body) > MAX_BODY:
-            raise ApiError("bad_request", f"a verdict is at most {MAX_BODY} bytes")
+            raise ApiError("verdict_too_large", f"a verdict is at most {MAX_BODY} bytes")
         try:
             body = json.loads(self.request.body or b"null")
         except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
@@ -48,6 +50,8 @@ class CallbackHandler(ApiHandler):
         try:
             outcome, status = await loop.run_in_executor(
                 self.services.executor, self.recorder.record, request_id, code, body)
+        except VerdictTooLarge as exc:
+            raise ApiError("verdict_too_large", str(exc)) from None
         except MalformedMessage as exc:
             raise ApiError("bad_request", str(exc)) from None
         except TRANSIENT as exc:

@@ -21,6 +21,7 @@ STATUS = {
     "already_decided": 409,
     "job_running": 409,
     "upload_too_large": 413,
+    "verdict_too_large": 413,
     "unsupported_service": 415,
     "unsupported_media_type": 415,
     "storage_unavailable": 503,

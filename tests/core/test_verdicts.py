@@ -141,3 +141,54 @@ def test_batch_applies_in_order_in_one_go(handler: VerdictHandler) -> None:
     with pytest.raises(MalformedMessage):  # nothing is done before the whole batch parses
         handler.handle_batch([{"request_id": "r4", "validation": "success"}, {}])
     assert database.get_upload("r4")["status"] == "stored"
+
+
+def test_verdict_size_limits() -> None:
+    """Issue 10 item 2: a 950 KB ``id`` made a 2 MB ``available`` message that blocked
+    the outbox; such a verdict is refused where it comes in."""
+    from core.verdicts import MAX_REASON, VerdictTooLarge, parse_verdict
+
+    base = {"request_id": "r1", "validation": "success"}
+    with pytest.raises(VerdictTooLarge, match="request_id=r1 verdict id"):
+        parse_verdict({**base, "id": "x" * 950_000})
+    with pytest.raises(VerdictTooLarge, match="verdict fields"):
+        parse_verdict({**base, "carried": ["y" * 1000] * 70})
+    _, _, reason = parse_verdict({**base, "reason": {"log": "z" * 10_000}})
+    assert reason is not None and len(reason) == MAX_REASON and reason.endswith("[truncated]")
+    assert parse_verdict({**base, "id": "x" * 1000, "reason": "ok"}) == ("r1", "success", "ok")
+
+
+def test_an_oversized_bus_verdict_is_skipped_at_once_and_the_next_applied(
+        tmp_path, handler: VerdictHandler, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from prometheus_client import REGISTRY
+
+    from bus import OutMessage
+    from bus.local import LocalBus
+    from core.consumer import ConsumerLoop
+    from tests.helpers import wait_for
+
+    def skipped() -> float:
+        return REGISTRY.get_sample_value("bus_messages_skipped_total", {
+            "topic": "platform.upload.validation", "reason": "malformed"}) or 0.0
+
+    caplog.set_level(logging.WARNING)
+    bus = LocalBus(Settings.from_env({"WORKDIR": str(tmp_path / "bus")}))
+    producer = bus.producer()
+    big = {"request_id": "r1", "validation": "success", "id": "x" * 950_000}
+    fine = {"request_id": "r1", "validation": "failure", "reason": "bad"}
+    assert all(producer.send([OutMessage("platform.upload.validation", "r1",
+                                         json.dumps(v).encode()) for v in (big, fine)], 5))
+    before = skipped()
+    loop = ConsumerLoop(bus, "upload-gateway", ["platform.upload.validation"], handler)
+    loop.start()
+    try:
+        assert wait_for(lambda: handler.database.get_upload("r1")["status"] == "rejected", 10)
+    finally:
+        loop.stop()
+        producer.close()
+        bus.close()
+    assert skipped() == before + 1
+    assert any("request_id=r1 verdict id is over" in r.getMessage() for r in caplog.records)
+    assert not any("handler failed" in r.getMessage() for r in caplog.records)

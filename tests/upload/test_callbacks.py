@@ -140,3 +140,21 @@ async def test_deeply_nested_verdict_body_is_a_400(http_client, base_url) -> Non
     response = await http_client.fetch(f"{base_url}/api/v1/callbacks/r1?code=x", method="POST",
                                        body=body, raise_error=False)
     assert response.code == 400, response.body
+
+
+@pytest.mark.gen_test
+async def test_oversized_verdict_fields_are_a_413_and_a_long_reason_is_cut(  # type: ignore[no-untyped-def]
+        http_client, base_url, services):
+    """Issue 10 item 2: sizes are enforced where verdicts come in."""
+    path = await upload(http_client, base_url, services, "cb-big")
+    for body in ({"validation": "success", "id": "i" * 2000},
+                 {"validation": "success", "extra": ["x" * 1000] * 70},
+                 {"validation": "success", "pad": "y" * 70_000}):
+        code, answer = await post(http_client, base_url, path, body)
+        assert (code, answer.get("error")) == (413, "verdict_too_large"), (code, answer)
+    assert status(services, "cb-big") == "stored"  # refused: nothing changed, code unused
+    code, answer = await post(http_client, base_url, path,
+                              {"validation": "failure", "reason": "r" * 10_000, "id": "ok"})
+    assert code == 200, answer
+    reason = services.database.get_upload("cb-big")["reason"]
+    assert len(reason) == 4096 and reason.endswith(" [truncated]")
