@@ -24,22 +24,27 @@ _CLAIMS: dict[int, Any] = {}
 
 
 def _claim_statement(limit: int) -> Any:
-    """Lease the ``limit`` oldest free messages in one UPDATE … RETURNING (SQLite ≥ 3.35,
-    PostgreSQL); built once per limit.
+    """Lease the ``limit`` oldest free messages in one statement (SQLite ≥ 3.35,
+    PostgreSQL); built once per limit:
+
+        WITH picked AS MATERIALIZED (SELECT id … ORDER BY id LIMIT n FOR UPDATE SKIP LOCKED)
+        UPDATE outbox SET … FROM picked WHERE outbox.id = picked.id RETURNING …
 
     On PostgreSQL the rows are picked ``FOR UPDATE SKIP LOCKED`` in id order: a relay
     never waits for rows another relay is claiming (or deleting) at the same moment, it
     takes the next free ones, so concurrent relays share the outbox instead of locking
-    the same rows in different orders (DeadlockDetected). SQLite has one writer at a time
-    and no row locks; the clause is left out there."""
+    the same rows in different orders (DeadlockDetected). The pick is a materialized CTE,
+    run once: as an ``IN (subquery)`` the planner may rescan it for each row, and each
+    rescan skips the rows the update itself has just locked, so more than ``limit`` rows
+    were claimed. SQLite has one writer at a time and no row locks; FOR UPDATE is left
+    out there."""
     statement = _CLAIMS.get(limit)
     if statement is None:
-        ids = (select(outbox.c.id).where(_FREE).order_by(outbox.c.id).limit(limit)
-               .with_for_update(skip_locked=True))
+        picked = (select(outbox.c.id).where(_FREE).order_by(outbox.c.id).limit(limit)
+                  .with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED"))
         statement = _CLAIMS[limit] = (
             update(outbox)
-            .where(outbox.c.id.in_(ids.scalar_subquery()))
-            .where(_FREE)
+            .where(outbox.c.id == picked.c.id)
             .values(claimed_by=bindparam("me"), claimed_until=bindparam("until"))
             .returning(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value,
                        outbox.c.request_id, outbox.c.on_sent_status, outbox.c.attempts)

@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import Counter
 from typing import Sequence
 
@@ -119,3 +120,29 @@ def test_relays_share_one_postgres_outbox_without_deadlocks(
         [f"{prefix}{n}" for n in range(total)]).values()}
     assert announced == {"announced"}
     setup.close()
+
+
+def test_a_claim_takes_no_more_than_its_limit_on_a_fresh_postgres_table() -> None:
+    """As ``UPDATE … WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`` the planner
+    rescanned the pick for each row on a table without statistics, each rescan skipping
+    the rows just locked: claim_outbox(4) leased all 10 messages."""
+    from sqlalchemy import create_engine
+
+    from tests.fixtures.db import PG_ADMIN_URL
+
+    name = f"gw_claim_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql+psycopg://", "postgresql://")
+    database = Database(f"{base}/{name}")
+    try:
+        database.migrate()
+        for n in range(5):
+            database.record_upload(_row(f"f{n}"), utcnow(), [_announce(f"f{n}")])
+        assert [len(database.claim_outbox(4)) for _ in range(4)] == [4, 4, 2, 0]
+    finally:
+        database.close()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
