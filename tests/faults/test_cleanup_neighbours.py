@@ -214,7 +214,8 @@ def test_what_is_abandoned_is_removed(tmp_path: Path, s3_env: dict[str, str],
                                       moto_server: str) -> None:
     s3 = boto3.client("s3", endpoint_url=moto_server)
     quarantine = s3_env["S3_QUARANTINE"]
-    env = {**s3_env, "INGEST_DEADLINE": "5"}
+    # long enough that the young object stays young while the second gateway starts
+    env = {**s3_env, "INGEST_DEADLINE": "12"}
     first = start(tmp_path, "first", env)
     try:
         accepted = upload(first.port, b"kept")
@@ -224,7 +225,7 @@ def test_what_is_abandoned_is_removed(tmp_path: Path, s3_env: dict[str, str],
     orphan, unfinished = new_object_key(), new_object_key()
     s3.put_object(Bucket=quarantine, Key=orphan, Body=b"left by a crash")
     s3.create_multipart_upload(Bucket=quarantine, Key=unfinished)
-    time.sleep(8.0)  # older than INGEST_DEADLINE + slack, like the accepted upload's
+    time.sleep(15.0)  # older than INGEST_DEADLINE + slack, like the accepted upload's
     young = new_object_key()
     s3.put_object(Bucket=quarantine, Key=young, Body=b"a neighbour's, just stored")
     second = start(tmp_path, "second", env)
