@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 from bus.topics import service_topic
 from core import metrics
 from core.callbacks import callback_url
+from core.checksums import describe_stored
 from core.groupcommit import GroupCommitter
 from core.mime import sniff
 from core.settings import Settings
@@ -79,7 +80,10 @@ class PayloadWriter:
         self._writer: ObjectWriter | None = None
         self._executor = executor
         self._sha256 = hashlib.sha256()
+        # stored compressed: the stored bytes' own sha256, and the content's sha1 (the
+        # announcement's ``uncompressed`` figures, core/checksums.py)
         self._stored_sha256 = hashlib.sha256() if payload.compress else None
+        self._sha1 = hashlib.sha1() if payload.compress else None  # noqa: S324 - a checksum
         self._gzip = zlib.compressobj(6, zlib.DEFLATED, 31) if payload.compress else None
         self._head = bytearray()
         self._pending: list[bytes] = []
@@ -118,6 +122,8 @@ class PayloadWriter:
 
     def _write_block(self, block: bytes) -> None:
         self._sha256.update(block)
+        if self._sha1 is not None:
+            self._sha1.update(block)
         if self._gzip is not None:
             block = self._gzip.compress(block)
         self._write_stored(block)
@@ -148,7 +154,9 @@ class PayloadWriter:
         self._object().commit()
 
     async def commit(self) -> dict[str, str]:
-        """Write what is left and make the object durable. Returns the checksums."""
+        """Write what is left and make the object durable. Returns the content's
+        ``sha256`` and, when stored compressed, ``stored_sha256`` and the content's
+        ``sha1``."""
         block = self._take_pending()
         if self._inflight is not None:
             await self._inflight
@@ -158,8 +166,9 @@ class PayloadWriter:
         await loop.run_in_executor(self._executor, self._write_last_and_finish, block)
         self._closed = True
         checksums = {"sha256": self._sha256.hexdigest()}
-        if self._stored_sha256 is not None:
+        if self._stored_sha256 is not None and self._sha1 is not None:
             checksums["stored_sha256"] = self._stored_sha256.hexdigest()
+            checksums["sha1"] = self._sha1.hexdigest()
         return checksums
 
     async def abort(self) -> None:
@@ -237,11 +246,12 @@ class Ingestor:
 
     def _announcement(self, writer: PayloadWriter, checksums: dict[str, str]) -> dict[str, Any]:
         payload = writer.payload
-        message = self.announcement(payload, writer.object_key, writer.size, checksums,
-                                    writer.mime)
+        message = self.announcement(payload, writer.object_key, writer.size,
+                                    {"sha256": checksums["sha256"]}, writer.mime)
         if payload.compress:
-            message["compression"] = "gzip"
-            message["stored_size"] = writer.stored_size
+            message.update(describe_stored(
+                writer.size, checksums["sha256"], "gzip", writer.stored_size,
+                checksums["stored_sha256"], checksums["sha1"]))
         message.update(payload.extra)
         return message
 
@@ -289,6 +299,9 @@ class Ingestor:
             "metadata": json.dumps(payload.metadata),
             "source": payload.source,
             "compression": "gzip" if payload.compress else None,
+            "stored_size": writer.stored_size if payload.compress else None,
+            "stored_sha256": checksums.get("stored_sha256"),
+            "sha1": checksums.get("sha1"),
             "object_key": writer.object_key,
             "bucket": "quarantine",
             **({"note": payload.note} if payload.note else {}),

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 from bus import Message, topics
 from core import metrics
+from core.checksums import describe_upload
 from core.consumer import MalformedMessage
 from core.settings import Settings
 from db import OPEN_FOR_VERDICT, VERDICT_STATUS, Database, OutboxItem, as_utc, utcnow
@@ -77,20 +78,17 @@ def available_message(upload: dict[str, Any], url: str, verdict: dict[str, Any])
         "service": upload["service"],
         "category": upload["category"],
         "content_type": upload["content_type"],
-        "size": upload["size"],
         "url": url,
         "account": upload["account"],
         "org_id": upload["org_id"],
         "principal": upload["principal"],
         "b64_identity": upload["b64_identity"],
         "metadata": json.loads(upload["metadata"] or "{}"),
-        "checksums": {"sha256": upload["sha256"]},
         "mime": upload["mime"],
         "filename": upload["filename"],
         "timestamp": as_utc(upload["created_at"]).isoformat(),
+        **describe_upload(upload),
     }
-    if upload.get("compression"):
-        message["compression"] = upload["compression"]
     if "id" in verdict:
         message["id"] = verdict["id"]
     return message

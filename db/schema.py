@@ -34,6 +34,11 @@ uploads = Table(
     Column("metadata", Text),
     Column("source", String(16), nullable=False),
     Column("compression", String(16)),
+    # stored compressed (migration 0010): the stored object's size and sha256, and the
+    # content's sha1; size and sha256 above are the content's (core/checksums.py)
+    Column("stored_size", BigInteger),
+    Column("stored_sha256", String(64)),
+    Column("sha1", String(40)),
     Column("object_key", String(255), nullable=False),
     Column("bucket", String(16), nullable=False),
     Column("status", String(16), nullable=False),

@@ -125,15 +125,20 @@ class CommandCheck:
 
     def _env(self, announcement: dict[str, Any], path: str) -> dict[str, str]:
         home = os.path.dirname(path)
+        content = announcement.get("uncompressed") or {
+            "size": announcement.get("size"),
+            "sha256": (announcement.get("checksums") or {}).get("sha256", "")}
         fields = {
             "REQUEST_ID": "request_id", "SERVICE": "service", "CATEGORY": "category",
-            "CONTENT_TYPE": "content_type", "SIZE": "size", "FILENAME": "filename",
+            "CONTENT_TYPE": "content_type", "FILENAME": "filename",
             "ACCOUNT": "account", "ORG_ID": "org_id",
         }
         env = {"PATH": os.environ.get("PATH") or DEFAULT_PATH, "LANG": "C.UTF-8",
                "HOME": home, "TMPDIR": home, "UPLOAD_PATH": path,
                "UPLOAD_TIMEOUT": f"{self.timeout:g}",
-               "UPLOAD_SHA256": str((announcement.get("checksums") or {}).get("sha256", "")),
+               # the file holds the content: a compressed payload's uncompressed figures
+               "UPLOAD_SIZE": str(content.get("size") or 0),
+               "UPLOAD_SHA256": str(content.get("sha256") or ""),
                "UPLOAD_METADATA": json.dumps(announcement.get("metadata") or {})}
         for name, key in fields.items():
             value = announcement.get(key)

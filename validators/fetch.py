@@ -9,8 +9,10 @@ time left.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
+import os
 import urllib.error
 import urllib.request
 from typing import BinaryIO
@@ -45,4 +47,16 @@ def fetch(url: str, sink: BinaryIO) -> str:
         raise ConnectionError(f"payload fetch failed: {exc}") from None
     sink.flush()
     sink.seek(0)
+    return digest.hexdigest()
+
+
+def gunzip(source: str, target: str) -> str:
+    """Decompress the gzip file ``source`` into ``target``, remove ``source``, and return
+    the sha256 of what was written (the announcement's ``uncompressed.sha256``)."""
+    digest = hashlib.sha256()
+    with gzip.open(source, "rb") as reader, open(target, "wb") as writer:
+        while block := reader.read(1024 * 1024):
+            digest.update(block)
+            writer.write(block)
+    os.unlink(source)
     return digest.hexdigest()

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import gzip
 import json
 import logging
 import os
@@ -67,7 +66,7 @@ from bus.topics import VALIDATION as VALIDATION_TOPIC
 from bus.topics import dead_letter_topic, service_topic
 from core import metrics
 from core.consumer import MalformedMessage, decode
-from validators.fetch import FetchRefused, fetch
+from validators.fetch import FetchRefused, fetch, gunzip
 from validators.pending import Pending
 
 __all__ = ["Check", "FetchRefused", "ValidatorLoop", "Verdict", "chain", "fetch"]
@@ -333,15 +332,18 @@ class ValidatorLoop:
                     sha256 = fetch(url, sink)
                 except FetchRefused as exc:
                     return Verdict("failure", str(exc))
+            # checksums describe the bytes at the URL (stored_sha256: announced before
+            # core/checksums.py, still in flight)
             checksums = announcement.get("checksums") or {}
             expected = checksums.get("stored_sha256") or checksums.get("sha256")
             if expected and expected != sha256:
                 return Verdict("failure", f"checksum mismatch: fetched {sha256}")
             path = os.path.join(workdir, "payload")
             if announcement.get("compression") == "gzip":
-                with gzip.open(stored, "rb") as source, open(path, "wb") as target:
-                    shutil.copyfileobj(source, target, 1024 * 1024)
-                os.unlink(stored)
+                content = gunzip(stored, path)
+                expected = (announcement.get("uncompressed") or {}).get("sha256")
+                if expected and expected != content:
+                    return Verdict("failure", f"checksum mismatch: uncompressed {content}")
             else:
                 os.rename(stored, path)
             with open(path, "rb") as payload:

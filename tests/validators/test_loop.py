@@ -149,7 +149,9 @@ def test_refused_fetch_mismatch_and_repeats(bus: LocalBus, payloads: PayloadServ
     bad = announcement("bad", payloads.serve("/bad", b"tampered"), data)
     stored = gzip.compress(data)
     zipped = announcement("gz", payloads.serve("/gz", stored), data, compression="gzip")
-    zipped["checksums"]["stored_sha256"] = hashlib.sha256(stored).hexdigest()
+    zipped["checksums"] = {"sha256": hashlib.sha256(stored).hexdigest()}  # the URL's bytes
+    zipped["size"] = len(stored)
+    zipped["uncompressed"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     announce(bus, TOPIC, ok, gone, bad, zipped, ok)  # "ok" announced twice
     loop = ValidatorLoop(bus, "svc", check, workers=1)
     loop.start()

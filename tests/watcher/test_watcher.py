@@ -67,13 +67,19 @@ def test_files_already_there_are_ingested_with_asset_events(tmp_path: Path) -> N
         found = messages(h, 6)
         announcements = {m["filename"]: m for m in found if m["topic"] == "platform.upload.assets"}
         first = announcements["lab1/C1_Step1.obj"]
-        assert first["compression"] == "gzip" and first["size"] == len(mesh)
-        assert first["checksums"]["sha256"] == hashlib.sha256(mesh).hexdigest()
         assert announcements["C1_Step2.obj"]["metadata"]["steps"] == ["gunzip"]
         assert h.services is not None
         [row] = [r for r in h.uploads() if r["filename"] == "lab1/C1_Step1.obj"]
-        with h.services.storage.open_reader("quarantine", row["object_key"]) as stored:
-            assert gzip.decompress(stored.read()) == mesh
+        with h.services.storage.open_reader("quarantine", row["object_key"]) as reader:
+            stored = reader.read()
+        assert gzip.decompress(stored) == mesh
+        # size and checksums describe the bytes at the URL; the content's go in uncompressed
+        assert first["compression"] == "gzip" and first["size"] == len(stored) < len(mesh)
+        assert first["checksums"] == {"sha256": hashlib.sha256(stored).hexdigest()}
+        assert first["uncompressed"] == {"size": len(mesh),
+                                         "sha256": hashlib.sha256(mesh).hexdigest(),
+                                         "sha1": hashlib.sha1(mesh).hexdigest()}  # noqa: S324
+        assert "stored_size" not in first
         created, uploaded = by_type(found, "created"), by_type(found, "uploaded")
         assert {m["file_name"] for m in created} == {"C1_Step1.obj", "C1_Step2.obj"}
         sha1 = hashlib.sha1(mesh).hexdigest()  # noqa: S324

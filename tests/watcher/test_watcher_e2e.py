@@ -2,6 +2,9 @@
 ``python app.py watcher`` killed with SIGKILL in the middle of a burst."""
 from __future__ import annotations
 
+import gzip
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +17,7 @@ from sqlalchemy import select
 from core.settings import Settings
 from db import Database
 from db.schema import outbox, uploads
-from tests.e2e import ROOT, Gateway
+from tests.e2e import ROOT, Gateway, fetch
 from tests.helpers import wait_for
 from tests.watcher.harness import read_topics, watch_env
 
@@ -107,3 +110,40 @@ def test_role_watcher_needs_watch_dir(tmp_path: Path) -> None:
                               "WATCH_RULES": "*.obj=unknown/obj"},
                          capture_output=True, timeout=60, check=False)
     assert bad.returncode == 2 and b"WATCH_RULES" in bad.stderr
+
+
+def test_compressed_asset_announcements_describe_the_bytes_at_their_url(tmp_path: Path) -> None:
+    """A lab OBJ stored gzip-compressed (issue 13 item 1): the announcement's and
+    ``available``'s ``size`` and ``checksums`` are those of what their ``url`` serves; the
+    content's are in ``uncompressed``. No validator serves assets here, so the quarantine
+    URL stays up; the verdict comes through the announcement's callback."""
+    env = watch_env(tmp_path, VALIDATORS="testareno:test")
+    root = Path(env["WATCH_DIR"])
+    root.mkdir(parents=True)
+    mesh = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n" * 50
+    content = {"size": len(mesh), "sha256": hashlib.sha256(mesh).hexdigest(),
+               "sha1": hashlib.sha1(mesh).hexdigest()}  # noqa: S324
+    gateway = Gateway(env).start()
+    try:
+        settings = Settings.from_env(gateway.env)
+        (root / "C7_Step1.obj").write_bytes(mesh)
+        [announced] = read_topics(settings, ["platform.upload.assets"], lambda m: len(m) >= 1)
+        served = fetch(announced["url"])
+        assert gzip.decompress(served) == mesh
+        assert announced["size"] == len(served)
+        assert announced["checksums"] == {"sha256": hashlib.sha256(served).hexdigest()}
+        assert announced["compression"] == "gzip" and announced["uncompressed"] == content
+        request = urllib.request.Request(
+            announced["callback_url"], method="POST", data=json.dumps(
+                {"validation": "success"}).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            assert response.status == 200
+        [available] = read_topics(settings, ["platform.upload.available"],
+                                  lambda m: len(m) >= 1)
+        served = fetch(available["url"])
+        assert gzip.decompress(served) == mesh and available["url"] != announced["url"]
+        assert available["size"] == len(served)
+        assert available["checksums"] == {"sha256": hashlib.sha256(served).hexdigest()}
+        assert available["compression"] == "gzip" and available["uncompressed"] == content
+    finally:
+        assert gateway.stop() == 0
