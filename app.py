@@ -198,6 +198,7 @@ async def serve(args: argparse.Namespace, settings: Settings,
     services = Services.build(settings)
     runtime = Runtime(services, PullRole(services, providers) if providers else None)
     services.relay.start()
+    services.health.start()
     if args.role in ("all", "gateway"):
         runtime.start_gateway()
     if args.role == "all":

@@ -38,7 +38,9 @@ replication factor; an existing topic is success; any other failure (the librdka
 cluster has no CreateTopics) is logged and left to the brokers' auto-creation.
 ``check`` lists topics within 3 s or raises ``BusUnavailable``.
 
-librdkafka's log lines go to the ``bus.kafka.librdkafka`` logger.
+librdkafka's log lines go to the ``bus.kafka.librdkafka`` logger, the clients' error
+events to ``bus.kafka.errors``; while the brokers are down both repeat many times a
+second, so each kind of line is logged at most once a minute (bus/quiet.py).
 """
 from __future__ import annotations
 
@@ -53,12 +55,16 @@ from confluent_kafka import Producer as KProducer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bus import Bus, BusUnavailable, Consumer, Message, OutMessage, Producer, Refused
+from bus.quiet import quiet
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 # librdkafka's own log lines (connection failures repeat many times a second while the
 # brokers are down): a separate logger so that its level can be set on its own.
 librdkafka_logger = logging.getLogger(__name__ + ".librdkafka")
+# the clients' error events (broker connections failing): as repetitive
+errors_logger = logging.getLogger(__name__ + ".errors")
+quiet(librdkafka_logger, errors_logger)
 
 MESSAGE_TIMEOUT = 10.0
 SESSION_TIMEOUT = 10.0
@@ -280,9 +286,9 @@ class KafkaProducer(Producer):
             logger.error("fatal producer error, the producer will be recreated: %s", error.str())
             self._fatal = True
         elif error.code() == KafkaError._ALL_BROKERS_DOWN:
-            logger.warning("Kafka producer: %s", error.str())
+            errors_logger.warning("Kafka producer: %s", error.str())
         else:
-            logger.info("Kafka producer: %s", error.str())
+            errors_logger.info("Kafka producer: %s", error.str())
 
 
 class KafkaConsumer(Consumer):
@@ -320,8 +326,8 @@ class KafkaConsumer(Consumer):
             if error.fatal():
                 raise BusUnavailable(f"Kafka consumer: {error.str()}")
             eof = error.code() == KafkaError._PARTITION_EOF
-            logger.log(logging.DEBUG if eof else logging.WARNING, "group %s: %s",
-                       self.group, error.str())
+            errors_logger.log(logging.DEBUG if eof else logging.WARNING, "group %s: %s",
+                              self.group, error.str())
             if remaining <= 0:
                 return None
 

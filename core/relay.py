@@ -55,6 +55,7 @@ class OutboxRelay:
         self._thread: threading.Thread | None = None
         self._depth_at = 0.0
         self._sent: list[OutboxRow] = []  # acknowledged, recorded by the next pass
+        self._failing_since: float | None = None  # an outage: logged once (core/health.py)
 
     def wake(self) -> None:
         self._wake.set()
@@ -115,6 +116,10 @@ class OutboxRelay:
         if refused:
             self._park(refused)
         self._report_depth()
+        if sent and self._failing_since is not None:
+            logger.info("bus takes messages again after %.0fs", time.monotonic()
+                        - self._failing_since)
+            self._failing_since = None
         for row in sent:
             metrics.OUTBOX_DELIVERED.labels(row.topic).inc()
             logger.debug("request_id=%s delivered to %s", row.request_id, row.topic)
@@ -138,8 +143,14 @@ class OutboxRelay:
     def _retry_later(self, failed: Sequence[OutboxRow], error: str) -> None:
         metrics.OUTBOX_FAILURES.inc()
         delay = backoff(min(row.attempts for row in failed))
-        logger.warning("bus did not take %d messages (%s); retrying in %.1fs",
-                       len(failed), error, delay)
+        # the first failure of an outage is a warning; the health monitor reports how it
+        # goes on (its duration, the outbox depth) every minute
+        first = self._failing_since is None
+        if first:
+            self._failing_since = time.monotonic()
+        logger.log(logging.WARNING if first else logging.DEBUG,
+                   "bus did not take %d messages (%s); they stay in the outbox, retrying "
+                   "in %.1fs", len(failed), error, delay)
         self.database.outbox_retry_later(failed, delay, error)
 
     def _report_depth(self) -> None:

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Coroutine
 
 from bus import Bus, get_bus
+from core.health import HealthMonitor
 from core.ingest import Ingestor
 from core.relay import OutboxRelay
 from core.resumable import Resumable
@@ -31,6 +32,9 @@ class Services:
         appendable = resumable(storage)
         self.resumable = (Resumable(self.ingestor, appendable, self.relay.wake)
                           if appendable is not None else None)
+        # started by serve() (and by the first health request): health answers from it
+        self.health = HealthMonitor({"storage": storage.check, "database": database.check,
+                                     "bus": bus.check}, database.outbox_depth)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.inflight = 0  # uploads being received; a graceful stop waits for them
 
@@ -53,6 +57,7 @@ class Services:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
     def close(self) -> None:
+        self.health.stop()
         self.relay.stop()
         self.ingestor.close()
         self.executor.shutdown(wait=True)

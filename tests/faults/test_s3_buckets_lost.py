@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e import Gateway
 from tests.faults.tools import upload
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.s3]
 
@@ -62,9 +63,13 @@ def test_buckets_lost_are_created_again(tmp_path: Path, own_moto: str, size: int
         assert health(gateway)[0] == 200
         names = {b["Name"] for b in s3.list_buckets()["Buckets"]}
         assert buckets["S3_QUARANTINE"] in names
-        # the health check alone also brings back what is missing
+        assert wait_for(lambda: set(buckets.values()) <= {
+            b["Name"] for b in s3.list_buckets()["Buckets"]}, 15)
+        # the health check alone (in the background, every 2 s) also brings back what is
+        # missing
         s3.delete_bucket(Bucket=buckets["S3_REJECT"])
+        assert wait_for(lambda: buckets["S3_REJECT"] in {
+            b["Name"] for b in s3.list_buckets()["Buckets"]}, 15)
         assert health(gateway)[0] == 200
-        assert buckets["S3_REJECT"] in {b["Name"] for b in s3.list_buckets()["Buckets"]}
     finally:
         assert gateway.stop() == 0

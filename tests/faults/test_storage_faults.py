@@ -187,9 +187,9 @@ def test_full_disk_gives_503_leaves_nothing_and_the_gateway_keeps_serving(
             assert_503(upload(gateway.port, os.urandom(3 * MiB)))
         # a small upload on a full disk fails at commit
         assert_503(upload(gateway.port, os.urandom(20_000)))
-        # and health says so (issue 10 item 7: it said ok)
-        health = health_of(gateway)
-        assert health[0] == 503 and "storage" in health[1]["down"], health
+        # and health says so (issue 10 item 7: it said ok), after its next check
+        assert wait_for(lambda: (h := health_of(gateway))[0] == 503
+                        and "storage" in h[1]["down"], 15), health_of(gateway)
         for bucket in settings.buckets.values():
             assert bucket_files(workdir, bucket)[1] == [], f"{bucket}/.incomplete not empty"
         objects, _ = bucket_files(workdir, settings.s3_quarantine)
@@ -200,7 +200,7 @@ def test_full_disk_gives_503_leaves_nothing_and_the_gateway_keeps_serving(
             filler.unlink()
         else:
             flag.unlink()
-        assert health_of(gateway)[0] == 200
+        assert wait_for(lambda: health_of(gateway)[0] == 200, 15), health_of(gateway)
         accepted.add(assert_202(upload(gateway.port, os.urandom(500_000))))
         assert set(uploads_table(workdir)) == accepted
     finally:
