@@ -118,7 +118,7 @@ def test_a_file_rewritten_during_its_copy_is_stored_hashed_and_announced_as_one_
         time.sleep(0.5)
         [announcement] = [m for m in found if m["topic"] == "platform.upload.assets"]
         assert announcement["request_id"] == row["request_id"]
-        assert announcement["checksums"]["sha256"] == sha256
+        assert announcement["uncompressed"]["sha256"] == sha256  # the content (stored gzip)
         events = [m for m in found if m["topic"] == "platform.asset-transfer"]
         assert [(m["type"], m["request_id"], m["uncompressed_sha1_hash"]) for m in events] == [
             ("sdc_asset_transfer_file_created", row["request_id"], sha1),
