@@ -76,7 +76,7 @@ class CleanupFence:
 
 
 def _known(conn: Connection, keys: Collection[str]) -> set[str]:
-    ids, known = list(keys), set()
+    ids, known = list(keys), set[str]()
     for start in range(0, len(ids), 500):
         query = select(uploads.c.object_key).where(uploads.c.object_key.in_(ids[start:start + 500]))
         known.update(conn.execute(query).scalars())

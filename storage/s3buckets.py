@@ -41,9 +41,9 @@ class BucketKeepingClient:
                     raise
             logger.warning("bucket %s is missing; creating it again", bucket)
             self._ensure_bucket(bucket)
-            body = kwargs.get("Body")
-            if hasattr(body, "seek"):
-                body.seek(0)
+            body: Any = kwargs.get("Body")
+            if body is not None and hasattr(body, "seek"):
+                body.seek(0)  # a stream the first attempt read
             return attr(*args, **kwargs)
 
         return call

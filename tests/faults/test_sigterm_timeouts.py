@@ -13,10 +13,12 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from bus.kafka import KafkaBus
+from bus.kafka_mock import MockKafkaCluster
 from bus.topics import all_topics
 from core.settings import Settings
 from tests.e2e import Gateway
@@ -60,12 +62,25 @@ def closed_by_server(sock: socket.socket, within: float) -> float | None:
     return None
 
 
+@pytest.fixture
+def own_kafka() -> Iterator[MockKafkaCluster]:
+    """A mock cluster of this test's own: its announcements name a gateway that is gone
+    afterwards, and on the session's cluster they held the validator workers of later
+    tests (a payload fetch that fails is retried until its VALIDATION_TIMEOUT)."""
+    cluster = MockKafkaCluster().start(brokers=1)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
 @pytest.mark.kafka
 def test_sigterm_finishes_inflight_uploads_flushes_kafka_and_exits_zero(
-        tmp_path: Path, kafka_bootstrap: str, kafka_topics) -> None:  # type: ignore[no-untyped-def]
-    env = {"WORKDIR": str(tmp_path / "work"), "KAFKAMQ": kafka_bootstrap}
+        tmp_path: Path, own_kafka: MockKafkaCluster) -> None:
+    env = {"WORKDIR": str(tmp_path / "work"), "KAFKAMQ": own_kafka.bootstrap}
     settings = Settings.from_env(env)
-    kafka_topics(all_topics(settings))
+    for topic in all_topics(settings):
+        own_kafka.create_topic(topic)
     gateway = Gateway(env, ["gateway"]).start()
     assert gateway.process is not None
     results: list = []
