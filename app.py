@@ -38,6 +38,7 @@ from pull.role import preflight as pull_preflight
 from upload.app import make_app
 from validators import UnknownValidator, build_loops, preflight
 from validators.redrive import redrive
+from watcher.config import preflight as watcher_preflight
 from watcher.service import Watcher, status_app
 
 logger = logging.getLogger("app")
@@ -99,6 +100,19 @@ def run_redrive(settings: Settings, service: str, idle: float) -> int:
     return 1 if result.failed else 0
 
 
+class ListenError(Exception):
+    """LISTEN_ADDRESS / LISTEN_PORT cannot be listened on (taken, unknown address)."""
+
+
+def listen(server: HTTPServer, settings: Settings) -> None:
+    try:
+        server.listen(settings.listen_port, settings.listen_address)
+    except OSError as exc:  # socket.gaierror included: an address that does not resolve
+        where = f"{settings.listen_address or '*'}:{settings.listen_port}"
+        raise ListenError(f"LISTEN_ADDRESS/LISTEN_PORT: cannot listen on {where}: "
+                          f"{exc.strerror or exc}") from None
+
+
 class Runtime:
     """Starts the asked roles on one Services, and stops them in order."""
 
@@ -118,7 +132,7 @@ class Runtime:
             max_body_size=settings.max_length + 4 * 1024 * 1024, xheaders=True,
             chunk_size=READ_CHUNK, max_header_size=MAX_HEADER_SIZE,
         )
-        self.server.listen(settings.listen_port, settings.listen_address)
+        listen(self.server, settings)
         verdicts = VerdictHandler(settings, self.services.storage, self.services.database,
                                   self.services.relay.wake)
         loop = ConsumerLoop(self.services.bus, "upload-gateway", [VALIDATION_TOPIC], verdicts)
@@ -149,7 +163,7 @@ class Runtime:
         if serve_status:
             settings = self.services.settings
             self.server = HTTPServer(status_app(self.services))
-            self.server.listen(settings.listen_port, settings.listen_address)
+            listen(self.server, settings)
 
     def start_bundler(self) -> None:
         bundler = BundlerRole(self.services)
@@ -237,9 +251,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.role == "redrive":
         return run_redrive(settings, args.name, args.idle)
-    if args.role == "watcher" and settings.watch_dir is None:
-        print("configuration error: role watcher needs WATCH_DIR", file=sys.stderr)
-        return 2
+    if args.role == "watcher" or (args.role == "all" and settings.watch_dir is not None):
+        try:
+            watcher_preflight(settings)
+        except SettingsError as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
     try:
         providers = pull_preflight(settings)
     except ProviderError as exc:
@@ -253,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     except MigrationError as exc:
         print(f"database error: {exc}", file=sys.stderr)
         return 1
+    except ListenError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

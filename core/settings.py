@@ -76,22 +76,6 @@ def _name_pattern(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
-DEFAULT_WATCH_RULES = "*.obj=assets/obj:gzip,*.obj.gz=assets/obj:gunzip:gzip"
-
-
-def _watch_rules(env: Mapping[str, str], services: tuple[str, ...], check: bool) -> str:
-    """WATCH_RULES, parsed when the watcher will run (see watcher.rules)."""
-    raw = env.get("WATCH_RULES") or DEFAULT_WATCH_RULES
-    if check:
-        from watcher.rules import RuleError, parse_rules  # lazy: watcher imports settings
-
-        try:
-            parse_rules(raw, services)
-        except RuleError as exc:
-            raise SettingsError(f"WATCH_RULES: {exc}") from None
-    return raw
-
-
 def _validator_settings(env: Mapping[str, str], services: tuple[str, ...]) -> dict[str, Any]:
     """VALIDATORS (service:check[+check],...), VALIDATOR_COMMAND_<SERVICE> (shlex-split),
     VALIDATOR_TIMEOUT_<SERVICE>, VALIDATOR_WORKERS, VALIDATOR_MAX_ATTEMPTS (validators/)."""
@@ -145,6 +129,64 @@ def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return origins
 
 
+def _port(env: Mapping[str, str]) -> int:
+    port = _int(env, "LISTEN_PORT", 8888, minimum=0)
+    if port > 65535:
+        raise SettingsError(f"LISTEN_PORT must be a port number (0-65535), got {port}")
+    return port
+
+
+def _http_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name) or None
+    if raw is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s]*)?", raw):
+        raise SettingsError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return raw
+
+
+def _database_url(env: Mapping[str, str], workdir: Path) -> str:
+    """SQLite (a file) or PostgreSQL; anything else is refused before a driver is loaded.
+    The value itself is not repeated: it may hold a password."""
+    raw = env.get("DATABASE_URL") or f"sqlite:///{workdir / 'gateway.sqlite'}"
+    scheme = raw.split("://", 1)[0] if "://" in raw else ""
+    if scheme not in ("sqlite", "postgresql", "postgres", "postgresql+psycopg"):
+        shown = f"scheme {scheme!r}" if scheme else "no scheme://"
+        raise SettingsError(f"DATABASE_URL must be sqlite:///PATH or postgresql://..., got "
+                            f"{shown}")
+    return raw
+
+
+def _kafka(env: Mapping[str, str]) -> str | None:
+    raw = env.get("KAFKAMQ") or None
+    if raw is not None:
+        for server in raw.split(","):
+            if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}",
+                                server.strip()):
+                raise SettingsError(f"KAFKAMQ must be host:port[,host:port...], got {raw!r}")
+    return raw
+
+
+def _services(env: Mapping[str, str]) -> tuple[str, ...]:
+    services = _list(env, "VALID_UPLOAD_TYPES", "advisor,testareno,assets")
+    if not services:
+        raise SettingsError("VALID_UPLOAD_TYPES names no service")
+    for service in services:
+        if not re.fullmatch(r"[a-z0-9_-]{1,64}", service):
+            raise SettingsError(f"VALID_UPLOAD_TYPES: {service!r} is not a service name "
+                                "(lower-case letters, digits, _ and -)")
+    return services
+
+
+def _workdir(env: Mapping[str, str]) -> Path:
+    workdir = Path(env.get("WORKDIR") or "./data").resolve()
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(f"WORKDIR {str(workdir)!r}: {exc.strerror or exc}") from None
+    if not os.access(workdir, os.R_OK | os.W_OK | os.X_OK):
+        raise SettingsError(f"WORKDIR {str(workdir)!r} is not writable by this user")
+    return workdir
+
+
 def env_suffix(service: str) -> str:
     """``advisor`` → ``ADVISOR``: the suffix of that service's variables."""
     return service.upper().replace("-", "_")
@@ -184,7 +226,7 @@ class Settings:
     valid_upload_types: tuple[str, ...] = ("advisor", "testareno", "assets")
     validation_timeout: int = 3600
     watch_dir: Path | None = None
-    watch_rules: str = DEFAULT_WATCH_RULES
+    watch_rules: str | None = None  # checked by watcher.config (None: its default rules)
     watch_quiet_seconds: float = 2.0
     watch_concurrency: int = 8
     watch_max_ratio: float = 200.0
@@ -226,8 +268,9 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
-        workdir = Path(env.get("WORKDIR") or "./data").resolve()
-        port = _int(env, "LISTEN_PORT", 8888, minimum=0)
+        workdir = _workdir(env)
+        port = _port(env)
+        services = _services(env)
         driver = env.get("STORAGE_DRIVER") or "localdisk"
         if driver not in ("localdisk", "s3"):
             raise SettingsError(f"STORAGE_DRIVER must be localdisk or s3, got {driver!r}")
@@ -240,21 +283,20 @@ class Settings:
         return cls(
             listen_port=port,
             listen_address=env.get("LISTEN_ADDRESS", ""),
-            public_url=(env.get("PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/"),
+            public_url=(_http_url(env, "PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/"),
             workdir=workdir,
             storage_driver=driver,
             s3_quarantine=env.get("S3_QUARANTINE") or "upload-quarantine",
             s3_perm=env.get("S3_PERM") or "upload-perm",
             s3_reject=env.get("S3_REJECT") or "upload-reject",
-            s3_endpoint_url=env.get("S3_ENDPOINT_URL") or None,
-            kafka_servers=env.get("KAFKAMQ") or None,
-            database_url=env.get("DATABASE_URL") or f"sqlite:///{workdir / 'gateway.sqlite'}",
+            s3_endpoint_url=_http_url(env, "S3_ENDPOINT_URL"),
+            kafka_servers=_kafka(env),
+            database_url=_database_url(env, workdir),
             max_length=_int(env, "MAX_LENGTH", 104857600, minimum=1),
-            valid_upload_types=_list(env, "VALID_UPLOAD_TYPES", "advisor,testareno,assets"),
+            valid_upload_types=services,
             validation_timeout=_int(env, "VALIDATION_TIMEOUT", 3600, minimum=1),
             watch_dir=Path(watch_dir).resolve() if watch_dir else None,
-            watch_rules=_watch_rules(env, _list(env, "VALID_UPLOAD_TYPES",
-                                                "advisor,testareno,assets"), bool(watch_dir)),
+            watch_rules=env.get("WATCH_RULES") or None,
             watch_quiet_seconds=_float(env, "WATCH_QUIET_SECONDS", 2.0),
             watch_concurrency=_int(env, "WATCH_CONCURRENCY", 8, minimum=1),
             watch_max_ratio=_float(env, "WATCH_MAX_RATIO", 200.0),
@@ -271,8 +313,7 @@ class Settings:
             bus_retention_hours=_float(env, "BUS_RETENTION_HOURS", 168.0),
             asset_name_pattern=_name_pattern(env, "ASSET_NAME_PATTERN",
                                              DEFAULT_ASSET_NAME_PATTERN),
-            **_validator_settings(env, _list(env, "VALID_UPLOAD_TYPES",
-                                             "advisor,testareno,assets")),
+            **_validator_settings(env, services),
             http_idle_timeout=_float(env, "HTTP_IDLE_TIMEOUT", 60.0),
             http_body_timeout=_float(env, "HTTP_BODY_TIMEOUT", 600.0),
             shutdown_grace=_float(env, "SHUTDOWN_GRACE", 30.0),

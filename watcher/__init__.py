@@ -20,6 +20,6 @@ Settings: ``WATCH_DIR``, ``WATCH_RULES`` (see ``watcher.rules``), ``WATCH_QUIET_
 after unpacking), ``GPG_HOME`` and ``GPG_PASSPHRASE`` (for ``decrypt``); the work
 directory is ``WORKDIR/watcher-work``.
 
-The package itself imports nothing: ``core.settings`` checks ``WATCH_RULES`` through
-``watcher.rules`` without loading the rest.
+The package itself imports nothing; ``watcher.config.preflight`` checks its variables at
+start-up (``WATCH_DIR`` must exist: it is never created).
 """

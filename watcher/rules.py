@@ -30,9 +30,9 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from core.settings import DEFAULT_WATCH_RULES as DEFAULT_RULES
 from core.steps import STEPS, is_ignored
 
+DEFAULT_RULES = "*.obj=assets/obj:gzip,*.obj.gz=assets/obj:gunzip:gzip"
 __all__ = ["DEFAULT_RULES", "Rule", "RuleError", "is_ignored", "match", "parse_rules"]
 OPTIONS = frozenset((*STEPS, "gzip"))
 _RULE = re.compile(r"^(?P<pattern>[^=]+)=(?P<service>[A-Za-z0-9_-]+)/(?P<category>[A-Za-z0-9._+-]+)"

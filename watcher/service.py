@@ -52,7 +52,8 @@ from core import metrics
 from core.services import Services
 from core.steps import Decryptor, Limits
 from watcher.pipeline import FAILED, PROCESSED, Pipeline
-from watcher.rules import is_ignored, parse_rules
+from watcher.config import rules_of
+from watcher.rules import DEFAULT_RULES, is_ignored
 from watcher.tracker import Stat, Tracker, open_for_writing, stat_of
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class Watcher:
         self.services = services
         self.root = settings.watch_dir
         self._prefix = str(self.root) + "/"
-        rules = parse_rules(settings.watch_rules, settings.valid_upload_types)
+        rules = rules_of(settings)
         limits = Limits(settings.max_length, settings.watch_max_ratio, settings.watch_max_members)
         needs_gpg = any("decrypt" in rule.steps for rule in rules)
         decryptor = Decryptor(settings.gpg_home, settings.gpg_passphrase) if needs_gpg else None
@@ -143,7 +144,8 @@ class Watcher:
                        (self._ticker(), self._rescanner(), self._progress())]
         self._workers = [self._loop.create_task(self._worker()) for _ in range(self.concurrency)]
         logger.info("watcher on %s (quiet %.1fs, %d at a time, rules %s)", self.root,
-                    self.tracker.quiet, self.concurrency, self.services.settings.watch_rules)
+                    self.tracker.quiet, self.concurrency,
+                    self.services.settings.watch_rules or DEFAULT_RULES)
 
     async def stop(self) -> None:
         """Stop watching; let files in progress finish (bounded), leave the rest in place."""
@@ -166,8 +168,8 @@ class Watcher:
         self._log_progress(0.0)
 
     def _prepare_dirs(self) -> None:
-        for folder in (self.root, self.root / PROCESSED, self.root / FAILED):
-            folder.mkdir(parents=True, exist_ok=True)
+        for folder in (self.root / PROCESSED, self.root / FAILED):  # WATCH_DIR is never made
+            folder.mkdir(exist_ok=True)
         work = self.pipeline.work
         if work.is_dir():
             for entry in work.iterdir():

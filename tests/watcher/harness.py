@@ -29,6 +29,7 @@ class Harness:
         self.settings = Settings.from_env(env)
         root = self.settings.watch_dir
         assert root is not None
+        root.mkdir(parents=True, exist_ok=True)  # the watcher never creates WATCH_DIR
         self.root: Path = root
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

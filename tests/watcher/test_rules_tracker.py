@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings, SettingsError
+from watcher.config import preflight
 from watcher.rules import DEFAULT_RULES, RuleError, is_ignored, match, parse_rules
 from watcher.tracker import Tracker, open_for_writing
 
@@ -38,11 +39,15 @@ def test_bad_rules(text: str, fragment: str) -> None:
         parse_rules(text, SERVICES)
 
 
-def test_settings_check_rules_only_with_watch_dir(tmp_path: Path) -> None:
+def test_the_watcher_checks_its_rules_and_its_directory(tmp_path: Path) -> None:
     env = {"WORKDIR": str(tmp_path), "WATCH_RULES": "*.x=nope/y"}
     assert Settings.from_env(env).watch_rules == "*.x=nope/y"
+    (tmp_path / "d").mkdir()
     with pytest.raises(SettingsError, match="WATCH_RULES"):
-        Settings.from_env({**env, "WATCH_DIR": str(tmp_path / "d")})
+        preflight(Settings.from_env({**env, "WATCH_DIR": str(tmp_path / "d")}))
+    with pytest.raises(SettingsError, match="WATCH_DIR .* does not exist"):
+        preflight(Settings.from_env({"WORKDIR": str(tmp_path), "WATCH_DIR": str(tmp_path / "e")}))
+    assert not (tmp_path / "e").exists()
     with pytest.raises(SettingsError, match="WATCH_QUIET_SECONDS"):
         Settings.from_env({"WORKDIR": str(tmp_path), "WATCH_QUIET_SECONDS": "soon"})
     settings = Settings.from_env({"WORKDIR": str(tmp_path), "GPG_PASSPHRASE": "pw"})

@@ -105,6 +105,7 @@ def test_role_watcher_needs_watch_dir(tmp_path: Path) -> None:
                           env={**env, "WORKDIR": str(tmp_path)}, capture_output=True,
                           timeout=60, check=False)
     assert done.returncode == 2 and b"role watcher needs WATCH_DIR" in done.stderr
+    (tmp_path / "d").mkdir()
     bad = subprocess.run([sys.executable, str(ROOT / "app.py"), "watcher"], cwd=ROOT,
                          env={**env, "WORKDIR": str(tmp_path), "WATCH_DIR": str(tmp_path / "d"),
                               "WATCH_RULES": "*.obj=unknown/obj"},

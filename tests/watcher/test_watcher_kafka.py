@@ -46,11 +46,14 @@ def test_obj_files_on_kafka_s3_postgres(real_env: dict[str, str]) -> None:
         assert {m["filename"] for m in announcements} == set(meshes)
         for message in announcements:
             assert message["compression"] == "gzip"
-            assert message["checksums"]["sha256"] == hashlib.sha256(meshes[message["filename"]]).hexdigest()
+            content = meshes[message["filename"]]
+            assert message["uncompressed"]["sha256"] == hashlib.sha256(content).hexdigest()
             assert h.services is not None
             [row] = [r for r in h.uploads() if r["request_id"] == message["request_id"]]
-            with h.services.storage.open_reader("quarantine", row["object_key"]) as stored:
-                assert gzip.decompress(stored.read()) == meshes[message["filename"]]
+            with h.services.storage.open_reader("quarantine", row["object_key"]) as reader:
+                stored = reader.read()
+            assert gzip.decompress(stored) == content
+            assert message["checksums"]["sha256"] == hashlib.sha256(stored).hexdigest()
         events = [m for m in ours if m["topic"] == "platform.asset-transfer"]
         for name, data in meshes.items():
             kinds = [m["type"] for m in events if m["file_name"] == name]
