@@ -193,6 +193,11 @@ def current(root: str | os.PathLike[str], relative: str) -> Version | None:
             os.close(parent)
 
 
+def candidates(name: str) -> Iterator[str]:
+    """``name``, then the names ``move`` gives when it is taken: ``x-2.obj``, ``x-3.obj``..."""
+    return _candidates(name)
+
+
 def _candidates(name: str) -> Iterator[str]:
     yield name
     stem, dot, ext = name.partition(".")
@@ -210,11 +215,12 @@ def _free(folder: int, name: str) -> str:
 
 
 def move(root: str | os.PathLike[str], relative: str, folder: str, target: str | None = None,
-         expect: Version | None = None, sidecar: bytes | None = None) -> str | None:
+         expect: Version | None = None, sidecar: bytes | None = None,
+         suffix: str = ".error.json") -> str | None:
     """Move ``relative`` to ``folder/target`` (``target`` defaults to ``relative``) under a
     free name; returns the new path relative to ``root``, or None when ``expect`` is given
     and the file is no longer that version. ``sidecar`` is written first, atomically, as
-    ``<new name>.error.json`` (and removed again when the file is gone)."""
+    ``<new name><suffix>`` (and removed again when the file is gone)."""
     with _Root(root) as root_fd:
         source, name = _parent(root_fd, relative)
         try:
@@ -226,18 +232,57 @@ def move(root: str | os.PathLike[str], relative: str, folder: str, target: str |
             try:
                 free = _free(destination, wanted)
                 if sidecar is not None:
-                    _write_sidecar(destination, f"{free}.error.json", sidecar)
+                    _write_sidecar(destination, f"{free}{suffix}", sidecar)
                 try:
                     os.rename(name, free, src_dir_fd=source, dst_dir_fd=destination)
                 except FileNotFoundError:
                     if sidecar is not None:
-                        os.unlink(f"{free}.error.json", dir_fd=destination)
+                        os.unlink(f"{free}{suffix}", dir_fd=destination)
                     raise
             finally:
                 os.close(destination)
         finally:
             os.close(source)
     return "/".join((folder, *dirs, free))
+
+
+def write_report(root: str | os.PathLike[str], folder: str, relative: str, suffix: str,
+                 data: bytes) -> str:
+    """Write ``data`` as ``folder/<relative><suffix>`` under a free name, atomically;
+    returns its path relative to ``root``."""
+    with _Root(root) as root_fd:
+        *dirs, wanted = _parts(relative)
+        destination = _open_dir(root_fd, [folder, *dirs], create=True)
+        try:
+            free = _free(destination, wanted + suffix)
+            _write_sidecar(destination, free, data)
+        finally:
+            os.close(destination)
+    return "/".join((folder, *dirs, free))
+
+
+def reports(root: str | os.PathLike[str], folder: str, relative: str,
+            suffix: str) -> list[bytes]:
+    """The contents of the ``<suffix>`` files in the directory of ``folder/relative``."""
+    found = []
+    with _Root(root) as root_fd:
+        *dirs, _ = _parts(relative)
+        try:
+            directory = _open_dir(root_fd, [folder, *dirs])
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        try:
+            for name in os.listdir(directory):
+                if name.endswith(suffix):
+                    try:
+                        source = _open_in(directory, name)
+                    except (OSError, NotRegular):
+                        continue
+                    with source.handle:
+                        found.append(source.handle.read(1024 * 1024))
+        finally:
+            os.close(directory)
+    return found
 
 
 def _write_sidecar(folder: int, name: str, data: bytes) -> None:

@@ -53,6 +53,7 @@ from core.services import Services
 from core.steps import Decryptor, Limits
 from watcher.pipeline import FAILED, PROCESSED, Pipeline
 from watcher.config import rules_of
+from watcher.rejections import Rejections
 from watcher.rules import DEFAULT_RULES, is_ignored
 from watcher.tracker import Stat, Tracker, open_for_writing, stat_of
 
@@ -115,6 +116,7 @@ class Watcher:
         decryptor = Decryptor(settings.gpg_home, settings.gpg_passphrase) if needs_gpg else None
         self.pipeline = Pipeline(services, rules, limits, decryptor)
         self.tracker = Tracker(settings.watch_quiet_seconds)
+        self._rejections = Rejections(services).loop()
         self.tick = min(0.25, settings.watch_quiet_seconds / 4)
         self.concurrency = settings.watch_concurrency
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
@@ -140,6 +142,7 @@ class Watcher:
         self._observer.schedule(_Events(self), str(self.root), recursive=True, event_filter=EVENTS)
         await self._run(self._observer.start)
         metrics.WATCHER_BACKLOG.set_function(self.backlog)
+        self._rejections.start()
         self._tasks = [self._loop.create_task(coro) for coro in
                        (self._ticker(), self._rescanner(), self._progress())]
         self._workers = [self._loop.create_task(self._worker()) for _ in range(self.concurrency)]
@@ -149,6 +152,7 @@ class Watcher:
 
     async def stop(self) -> None:
         """Stop watching; let files in progress finish (bounded), leave the rest in place."""
+        await self._run(self._rejections.stop)
         if self._observer is not None:
             self._observer.stop()
             await self._run(self._observer.join, 5)
