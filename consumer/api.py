@@ -78,8 +78,9 @@ class BundlerApiHandler(ApiHandler):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.services.executor, func, *args)
 
-    def signed_url(self, key: str) -> str:
-        return self.services.storage.signed_url("perm", key, self.services.settings.url_expiry)
+    def signed_url(self, key: str, filename: str | None = None) -> str:
+        return self.services.storage.signed_url("perm", key, self.services.settings.url_expiry,
+                                                filename)
 
     def read_plan(self, plan_uuid: str) -> dict[str, Any] | None:
         with self.services.database.engine.connect() as conn:

@@ -221,7 +221,8 @@ class Bundler:
 
     def _messages(self, claim: Claim, files: Sequence[PlanFile], sha256: str,
                   size: int) -> list[OutboxItem]:
-        url = self.storage.signed_url("perm", claim.object_key, self.settings.url_expiry)
+        url = self.storage.signed_url("perm", claim.object_key, self.settings.url_expiry,
+                                      plans.bundle_filename(claim.plan_uuid, claim.version))
         names = [base_name(f.file_name) for f in files]
         plan = {"treatment_plan_uuid": claim.plan_uuid, "kind": plans.KIND, "version": claim.version}
         complete = {"type": "sdc_asset_transfer_uploads_complete", **plan,

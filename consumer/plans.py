@@ -100,7 +100,7 @@ def _check_rows(rows: Sequence[Any], plan_uuid: str) -> None:
 
 
 def plan_document(conn: Connection, plan_uuid: str,
-                  signed_url: Callable[[str], str]) -> dict[str, Any] | None:
+                  signed_url: Callable[[str, str], str]) -> dict[str, Any] | None:
     plan = conn.execute(select(p).where(p.c.uuid == plan_uuid)).first()
     if plan is None:
         return None
@@ -112,14 +112,15 @@ def plan_document(conn: Connection, plan_uuid: str,
             "transfers": transfers, "assets": assets}
 
 
-def _asset_document(row: Any, signed_url: Callable[[str], str]) -> dict[str, Any]:
+def _asset_document(row: Any, signed_url: Callable[[str, str], str]) -> dict[str, Any]:
     done = row.status == "done"
     return {
         "id": row.id, "kind": row.kind, "version": row.version, "status": row.status,
         "request_id": row.request_id, "sha256": row.sha256, "size": row.size,
         "file_count": row.file_count, "error": row.error,
         "filename": bundle_filename(row.plan_uuid, row.version),
-        "url": signed_url(row.object_key) if done else None,
+        "url": signed_url(row.object_key, bundle_filename(row.plan_uuid, row.version))
+        if done else None,
         "created_at": as_utc(row.created_at).isoformat(),
         "completed_at": as_utc(row.completed_at).isoformat() if row.completed_at else None,
     }

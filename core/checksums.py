@@ -37,3 +37,11 @@ def describe_upload(upload: dict[str, Any]) -> dict[str, Any]:
     if upload.get("compression"):  # recorded before 0010: no stored figures to give
         described["compression"] = upload["compression"]
     return described
+
+
+def served_name(filename: str | None, compression: str | None) -> str | None:
+    """The name a payload's stored bytes are downloaded as (``Content-Disposition``): its
+    file name, with ``.gz`` when it is stored gzip-compressed."""
+    if not filename:
+        return None
+    return f"{filename}.gz" if compression == "gzip" else filename

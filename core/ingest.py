@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 from bus.topics import service_topic
 from core import metrics
 from core.callbacks import callback_url
-from core.checksums import describe_stored
+from core.checksums import describe_stored, served_name
 from core.groupcommit import GroupCommitter
 from core.mime import sniff
 from core.settings import Settings
@@ -259,7 +259,9 @@ class Ingestor:
                      checksums: dict[str, str], mime: str | None) -> dict[str, Any]:
         """The announcement of a payload stored in quarantine under ``object_key`` (every
         intake's: multipart, watcher, tus)."""
-        url = self.storage.signed_url("quarantine", object_key, self.settings.url_expiry)
+        url = self.storage.signed_url("quarantine", object_key, self.settings.url_expiry,
+                                      served_name(payload.filename,
+                                                  "gzip" if payload.compress else None))
         return {
             "request_id": payload.request_id,
             "payload_id": payload.request_id,

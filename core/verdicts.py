@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 from bus import Message, topics
 from core import metrics
-from core.checksums import describe_upload
+from core.checksums import describe_upload, served_name
 from core.consumer import MalformedMessage
 from core.settings import Settings
 from db import OPEN_FOR_VERDICT, VERDICT_STATUS, Database, OutboxItem, as_utc, utcnow
@@ -176,7 +176,8 @@ class VerdictHandler:
         request_id, key = upload["request_id"], upload["object_key"]
         messages = []
         if verdict == "success":
-            url = self.storage.signed_url("perm", key, self.settings.url_expiry)
+            url = self.storage.signed_url("perm", key, self.settings.url_expiry,
+                                          served_name(upload["filename"], upload["compression"]))
             messages.append(OutboxItem(AVAILABLE_TOPIC, request_id,
                                        available_message(upload, url, data),
                                        request_id=request_id, on_sent_status="available"))

@@ -110,8 +110,11 @@ class Storage(ABC):
         passes. Returns how many were removed."""
 
     @abstractmethod
-    def signed_url(self, bucket: str, key: str, expires_in: int) -> str:
-        """A URL that fetches the object with a plain GET until it expires."""
+    def signed_url(self, bucket: str, key: str, expires_in: int,
+                   filename: str | None = None) -> str:
+        """A URL that fetches the object with a plain GET until it expires; with
+        ``filename``, served as an attachment of that name (``Content-Disposition``,
+        storage/disposition.py)."""
 
     @abstractmethod
     def check(self) -> None:

@@ -37,6 +37,7 @@ from typing import BinaryIO
 from core.settings import Settings
 from core.signing import sign_download_url
 from storage import BUCKETS, ObjectWriter, Storage, StorageUnavailable, object_age
+from storage.disposition import base_name
 from storage.localdisk_resumable import RESUMABLE_DIR, LocalDiskResumable
 
 logger = logging.getLogger(__name__)
@@ -332,11 +333,13 @@ class LocalDiskStorage(LocalDiskResumable, Storage):
                 os.close(fd)
                 os.unlink(probe)
 
-    def signed_url(self, bucket: str, key: str, expires_in: int) -> str:
+    def signed_url(self, bucket: str, key: str, expires_in: int,
+                   filename: str | None = None) -> str:
         _check_key(key)
         self._root(bucket)
         return sign_download_url(
-            self._settings.public_url, self._settings.url_signing_key, bucket, key, expires_in
+            self._settings.public_url, self._settings.url_signing_key, bucket, key, expires_in,
+            filename=base_name(filename) if filename else None,
         )
 
     def check(self) -> None:

@@ -52,6 +52,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from core.settings import Settings
 from storage import BUCKETS, ObjectWriter, Storage, StorageUnavailable
+from storage.disposition import content_disposition
 from storage.s3_cleanup import S3Cleanup
 from storage.s3_resumable import TAIL_PREFIX, S3Resumable
 from storage.s3buckets import BucketKeepingClient
@@ -362,13 +363,15 @@ class S3Storage(S3Cleanup, S3Resumable, Storage):
                     if not item["Key"].startswith(TAIL_PREFIX):
                         yield item["Key"]
 
-    def signed_url(self, bucket: str, key: str, expires_in: int) -> str:
+    def signed_url(self, bucket: str, key: str, expires_in: int,
+                   filename: str | None = None) -> str:
+        params = {"Bucket": self._name(bucket), "Key": key}
+        if filename:  # S3 answers with this header (a signed response override)
+            params["ResponseContentDisposition"] = content_disposition(filename)
         return cast(
             str,
             self._client.generate_presigned_url(
-                "get_object",
-                Params={"Bucket": self._name(bucket), "Key": key},
-                ExpiresIn=min(expires_in, MAX_URL_EXPIRY),
+                "get_object", Params=params, ExpiresIn=min(expires_in, MAX_URL_EXPIRY),
             ),
         )
 

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.signing import verify_download
 from storage import BUCKETS
+from storage.disposition import content_disposition
 from upload.base import ApiHandler
 from upload.errors import ApiError
 from upload.identity import Identity
@@ -84,9 +85,10 @@ class DownloadHandler(ApiHandler):
 
     async def get(self, bucket: str, key: str) -> None:
         secret = self.services.settings.url_signing_key
+        filename = self.get_query_argument("filename", "")
         ok = bucket in BUCKETS and verify_download(
             secret, bucket, key, self.get_query_argument("expires", ""),
-            self.get_query_argument("signature", ""))
+            self.get_query_argument("signature", ""), filename=filename)
         if not ok:
             raise ApiError("forbidden", "missing, expired or invalid signature")
         loop = asyncio.get_running_loop()
@@ -103,6 +105,8 @@ class DownloadHandler(ApiHandler):
         except FileNotFoundError:
             raise ApiError("not_found", "no such object") from None
         self.set_header("Content-Type", "application/octet-stream")
+        if filename:  # signed with the URL: the name the object is downloaded as
+            self.set_header("Content-Disposition", content_disposition(filename))
         if reader is None:  # the whole object: one write, with a Content-Length
             self.finish(head)
             return

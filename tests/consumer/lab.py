@@ -110,7 +110,8 @@ class Lab:
 
     def plan(self, plan_uuid: str) -> dict[str, Any]:
         with self.database.engine.connect() as conn:
-            document = plans.plan_document(conn, plan_uuid, lambda key: f"signed:{key}")
+            document = plans.plan_document(
+                conn, plan_uuid, lambda key, name: self.storage.signed_url("perm", key, 3600, name))
         assert document is not None
         return document
 

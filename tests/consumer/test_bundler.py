@@ -7,6 +7,7 @@ import io
 import threading
 import uuid
 import zipfile
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import select, update
@@ -53,6 +54,11 @@ def test_bundle_is_a_stored_zip_of_the_plain_objs_in_name_order(lab: Lab) -> Non
     assert announcement["checksums"] == {"sha256": asset_doc["sha256"]}
     assert "signature=" in announcement["url"] and announcement["mime"] == "application/zip"
     assert announcement["metadata"]["files"] == ["X1_Step1.obj", "X1_Step10.obj", "X1_Step2.obj"]
+    # downloaded under the bundle's own name, not PROVPREV-v1.zip (issue 13 item 5)
+    named = f"{plan_uuid}_PROVPREV_v1.zip"
+    assert announcement["filename"] == named
+    for url in (announcement["url"], asset_doc["url"]):
+        assert parse_qs(urlsplit(url).query)["filename"] == [named]
 
 
 def test_same_content_gives_the_same_bytes(lab: Lab) -> None:
