@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -149,6 +150,7 @@ class Bundler:
 
     def _bundle(self, claim: Claim, files: Sequence[PlanFile], revision: int) -> str:
         engine = self.database.engine
+        started = utcnow()
         logger.info("plan=%s building %s v%d (request_id=%s, %d files)", claim.plan_uuid,
                     plans.KIND, claim.version, claim.request_id, len(files))
         try:
@@ -175,7 +177,8 @@ class Bundler:
                                claim.plan_uuid, claim.version)
                 return "lost"
             plans.mark_checked(conn, claim.plan_uuid, revision)
-            self.database.enqueue(conn, messages)
+            self.database.record_bundle(conn, self._row(claim, files, sha256, size), started,
+                                        messages)
         self.on_recorded()
         logger.info("plan=%s bundle v%d done: %d bytes, sha256 %s (request_id=%s)",
                     claim.plan_uuid, claim.version, size, sha256, claim.request_id)
@@ -237,7 +240,22 @@ class Bundler:
             "timestamp": utcnow().isoformat(), **plan,
         }
         return [OutboxItem(ASSET_TRANSFER_TOPIC, claim.request_id, complete, request_id=claim.request_id),
-                OutboxItem(AVAILABLE_TOPIC, claim.request_id, available, request_id=claim.request_id)]
+                OutboxItem(AVAILABLE_TOPIC, claim.request_id, available, request_id=claim.request_id,
+                           on_sent_status="available")]
+
+    def _row(self, claim: Claim, files: Sequence[PlanFile], sha256: str,
+             size: int) -> dict[str, Any]:
+        """The bundle as an upload (the status API's answer for its request id)."""
+        plan = {"treatment_plan_uuid": claim.plan_uuid, "kind": plans.KIND,
+                "version": claim.version, "files": [base_name(f.file_name) for f in files]}
+        return {
+            "request_id": claim.request_id, "service": SERVICE, "category": plans.KIND.lower(),
+            "content_type": CONTENT_TYPE, "size": size, "sha256": sha256,
+            "filename": plans.bundle_filename(claim.plan_uuid, claim.version),
+            "mime": "application/zip", "metadata": json.dumps(plan), "source": "bundler",
+            "object_key": claim.object_key, "bucket": "perm",
+            "note": f"bundling treatment plan {claim.plan_uuid}",
+        }
 
 
 class _Renewer:

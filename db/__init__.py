@@ -234,6 +234,28 @@ class Database(OutboxQueries, TusQueries, CleanupFence):
                 results.append(exc)
         return results
 
+    def record_bundle(self, conn: Connection, row: dict[str, Any], started_at: dt.datetime,
+                      messages: Sequence[OutboxItem]) -> None:
+        """Record an object the system built itself from validated uploads (a treatment
+        plan's bundle, in perm) as an upload, in the caller's transaction ``conn``: its
+        request id has a status and a timeline like any announced payload (received when
+        its building started, stored, validated, then available once ``messages``' item
+        with ``on_sent_status="available"`` is delivered)."""
+        now = utcnow()
+        values = {k: v for k, v in row.items() if k != "note"}
+        conn.execute(_INSERT_UPLOADS, [{**values, "status": "validated",
+                                        "created_at": started_at, "updated_at": now}])
+        conn.execute(_INSERT_EVENTS, [
+            {"request_id": row["request_id"], "status": "received", "at": started_at,
+             "message": row.get("note")},
+            {"request_id": row["request_id"], "status": "stored", "at": now,
+             "message": f"stored in {row['bucket']}"},
+            {"request_id": row["request_id"], "status": "validated", "at": now,
+             "message": "built from validated uploads"},
+        ])
+        self._enqueue(conn, [*messages, self._status_item(row, "validated",
+                                                          "built from validated uploads")])
+
     def _record(
         self,
         conn: Connection,

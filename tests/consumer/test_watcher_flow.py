@@ -95,5 +95,13 @@ def test_dropped_files_are_bundled_after_association(tmp_path: Path, mode_env: d
         with zipfile.ZipFile(io.BytesIO(fetch(announced["url"]))) as archive:
             assert sorted(archive.namelist()) == sorted(files)
             assert all(archive.read(name) == data for name, data in files.items())
+        # the bundle's request id has a status and a timeline like any announced payload
+        # (issue 13 item 6: it was 404)
+        rid = announced["request_id"]
+        status = wait_for(lambda: (s := gateway.status(rid))["status"] == "available" and s, 15)
+        assert status, gateway.status(rid)
+        assert [e["status"] for e in status["timeline"]] == [
+            "received", "stored", "validated", "available"]
+        assert status["checksums"] == announced["checksums"] and status["size"] == announced["size"]
     finally:
         assert gateway.stop() == 0
