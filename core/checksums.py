@@ -42,6 +42,6 @@ def describe_upload(upload: dict[str, Any]) -> dict[str, Any]:
 def served_name(filename: str | None, compression: str | None) -> str | None:
     """The name a payload's stored bytes are downloaded as (``Content-Disposition``): its
     file name, with ``.gz`` when it is stored gzip-compressed."""
-    if not filename:
+    if not filename or not filename.strip():
         return None
     return f"{filename}.gz" if compression == "gzip" else filename

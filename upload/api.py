@@ -85,7 +85,7 @@ class DownloadHandler(ApiHandler):
 
     async def get(self, bucket: str, key: str) -> None:
         secret = self.services.settings.url_signing_key
-        filename = self.get_query_argument("filename", "")
+        filename = self.get_query_argument("filename", "", strip=False)  # as signed
         ok = bucket in BUCKETS and verify_download(
             secret, bucket, key, self.get_query_argument("expires", ""),
             self.get_query_argument("signature", ""), filename=filename)

@@ -61,7 +61,22 @@ class ApiHandler(tornado.web.RequestHandler):
             status_code = mapped.status_code
         super().send_error(status_code, **kwargs)
 
+    def allowed_methods(self) -> list[str]:
+        """The methods this handler implements (the ``Allow`` of a 405)."""
+        base = tornado.web.RequestHandler
+        return [m for m in self.SUPPORTED_METHODS
+                if getattr(type(self), m.lower(), None) is not getattr(base, m.lower(), None)]
+
+    def check_method(self) -> None:
+        """405 before anything else for a method this handler does not implement (a
+        ``prepare`` that reads the request would otherwise answer for it)."""
+        if self.request.method not in self.allowed_methods():
+            raise ApiError("method_not_allowed", f"{self.request.method} is not allowed here; "
+                           f"use {', '.join(self.allowed_methods())}")
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         error = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(error, ApiError):
             code, message = error.code, error.message

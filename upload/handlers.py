@@ -50,6 +50,7 @@ class UploadHandler(ApiHandler):
         self._uncount()
 
     async def prepare(self) -> None:
+        self.check_method()
         settings = self.services.settings
         self.request_id = request_id_from(self.request.headers.get("x-rh-insights-request-id"))
         self.identity = parse_identity(self.request.headers.get("x-rh-identity"))

@@ -43,10 +43,10 @@ def test_control_characters_never_reach_the_header() -> None:
     assert filename_of(header) == "evilSet-Cookie: x=1.txt"
 
 
+@pytest.mark.parametrize("name", ["Ünïcode report \"v2\".tgz", " spaced .tgz "])
 @pytest.mark.gen_test
 async def test_payload_downloads_under_its_file_name(http_client, base_url,  # type: ignore[no-untyped-def]
-                                                     services: Services) -> None:
-    name = "Ünïcode report \"v2\".tgz"
+                                                     services: Services, name: str) -> None:
     body, ctype = multipart(b"payload bytes", filename=name)
     response = await http_client.fetch(base_url + UPLOAD, method="POST", body=body,
                                        headers={"Content-Type": ctype,

@@ -227,3 +227,16 @@ async def test_signed_download_sizes_around_the_small_object_limit(  # type: ign
         url = services.storage.signed_url("quarantine", key, 60)
         response = await http_client.fetch(url)
         assert response.body == data, size
+
+
+@pytest.mark.gen_test
+async def test_a_method_not_served_gets_405_with_allow(http_client, base_url):  # type: ignore[no-untyped-def]
+    """issue 13 item 7: GET /api/v1/upload answered 415."""
+    for path in (UPLOAD, "/api/ingress/v1/upload"):
+        response = await http_client.fetch(base_url + path, raise_error=False)
+        assert response.code == 405 and response.headers["Allow"] == "POST", response.body
+        assert error_code(response) == "method_not_allowed"
+    version = await http_client.fetch(base_url + "/api/v1/version", method="DELETE",
+                                      raise_error=False)
+    assert version.code == 405 and version.headers["Allow"] == "GET"
+    assert error_code(version) == "method_not_allowed"
