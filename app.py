@@ -30,13 +30,13 @@ from core.cleanup import Cleanup
 from core.consumer import ConsumerLoop
 from core.resumable_tasks import ResumableSweeper
 from core.services import Services
-from core.settings import Settings, SettingsError
+from core.settings import Settings, SettingsError, env_suffix
 from core.verdicts import VALIDATION_TOPIC, TimeoutSweeper, VerdictHandler
 from db import MigrationError
 from pull.role import ProviderError, PullRole
 from pull.role import preflight as pull_preflight
 from upload.app import make_app
-from validators import UnknownValidator, build_loops, preflight
+from validators import UnknownValidator, build_loops, preflight, without_validator
 from validators.redrive import redrive
 from watcher.config import preflight as watcher_preflight
 from watcher.service import Watcher, status_app
@@ -151,10 +151,20 @@ class Runtime:
                     settings.storage_driver, "kafka" if settings.kafka_servers else "embedded")
 
     def start_validator(self, name: str) -> None:
-        for validator in build_loops(self.services.settings, self.services.bus, name):
+        settings = self.services.settings
+        for validator in build_loops(settings, self.services.bus, name):
             validator.start()
             self.stoppers.append(validator.stop)
             logger.info("validator for %s running", validator.service)
+        if name == "all":  # the all-in-one process: nothing else will validate
+            self.services.without_validator = without_validator(settings)
+            for service in self.services.without_validator:
+                logger.warning(
+                    "service %s has no validator in this process (VALIDATORS, "
+                    "VALIDATOR_COMMAND_%s): its uploads wait for an external validator on "
+                    "platform.upload.%s or their callback URL, and are rejected after "
+                    "VALIDATION_TIMEOUT (%ds)", service, env_suffix(service), service,
+                    settings.validation_timeout)
 
     async def start_watcher(self, serve_status: bool) -> None:
         """The watcher; alone in its process it also serves /metrics and health."""

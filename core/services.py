@@ -35,6 +35,8 @@ class Services:
         # started by serve() (and by the first health request): health answers from it
         self.health = HealthMonitor({"storage": storage.check, "database": database.check,
                                      "bus": bus.check}, database.outbox_depth)
+        # services with no validator in this all-in-one process (shown on health)
+        self.without_validator: list[str] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self.inflight = 0  # uploads being received; a graceful stop waits for them
 

@@ -2,16 +2,18 @@
 variable and exit status 2, never a traceback (issue 13 item 3)."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.e2e import ROOT
+from tests.e2e import ROOT, Gateway
 
 CASES = {
     "watch_dir_missing": ({"WATCH_DIR": "{tmp}/no/such/share"}, "WATCH_DIR"),
@@ -59,3 +61,20 @@ def test_a_bad_value_stops_start_up_naming_the_variable(case: str, tmp_path: Pat
         and variable in errors[0], done.stderr[-3000:]
     assert "secret" not in done.stderr
     assert not (tmp_path / "no").exists()  # a missing WATCH_DIR is not created
+
+
+def test_a_service_without_validator_is_said_at_start_up_and_on_health(tmp_path: Path) -> None:
+    """issue 13 item 8: advisor (a default service) has no built-in validator; its uploads
+    waited silently until VALIDATION_TIMEOUT."""
+    gateway = Gateway({"WORKDIR": str(tmp_path / "work"),
+                       "VALID_UPLOAD_TYPES": "advisor,testareno,assets,insights-x"}).start()
+    try:
+        with urllib.request.urlopen(gateway.base + "/api/v1/health", timeout=10) as response:
+            body = json.loads(response.read())
+        assert body["status"] == "ok" and body["without_validator"] == ["advisor", "insights-x"]
+    finally:
+        assert gateway.stop() == 0
+    warnings = [line for line in gateway.log.read_text().splitlines()
+                if "has no validator in this process" in line]
+    assert len(warnings) == 2 and "service advisor " in warnings[0], warnings
+    assert "VALIDATOR_COMMAND_INSIGHTS_X" in warnings[1] and "VALIDATION_TIMEOUT" in warnings[1]

@@ -139,6 +139,8 @@ class HealthHandler(ApiHandler):
                 await asyncio.sleep(0.01)
         down = monitor.down()
         body: dict[str, Any] = {"status": "ok" if not down else "unavailable", "down": down}
+        if self.services.without_validator:  # the all-in-one process: not down, but said
+            body["without_validator"] = self.services.without_validator
         self.set_status(200 if not down else 503)
         self.write_json(body)
 

@@ -59,6 +59,14 @@ def services_for(settings: "Settings", name: str) -> list[str]:
     return users
 
 
+def without_validator(settings: "Settings") -> list[str]:
+    """The services of ``VALID_UPLOAD_TYPES`` that no validator of this deployment's
+    configuration serves: their uploads wait for one outside (on their topic, or through
+    the callback URL) and are rejected after ``VALIDATION_TIMEOUT`` otherwise."""
+    served = set(services_for(settings, "all"))
+    return [s for s in settings.valid_upload_types if s not in served]
+
+
 def check_for(settings: "Settings", service: str) -> "Check":
     from validators.command import CommandCheck
     from validators.loop import chain
