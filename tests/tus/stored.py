@@ -1,13 +1,16 @@
 """Reading back what a gateway stored (localdisk WORKDIR, SQLite)."""
 from __future__ import annotations
 
+import json
 import sqlite3
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from tests.e2e import Gateway
-from tests.helpers import wait_for
+from tests.helpers import identity, wait_for
 
+DEFAULT = identity()
 BUCKET_DIRS = {"quarantine": "upload-quarantine", "perm": "upload-perm", "reject": "upload-reject"}
 
 
@@ -24,9 +27,21 @@ def stored_bytes(workdir: Path, request_id: str) -> bytes:
     return (workdir / BUCKET_DIRS[row["bucket"]] / row["object_key"]).read_bytes()
 
 
-def wait_available(gateway: Gateway, request_id: str, timeout: float = 60) -> dict[str, Any]:
-    status = wait_for(lambda: (s := gateway.status(request_id))["status"] in (
+def status(gateway: Gateway, request_id: str, ident: str | None = DEFAULT) -> dict[str, Any]:
+    """The status API's answer, asked with the identity the upload was made with (the
+    tests' default one; None for an upload made without)."""
+    headers = {"x-rh-identity": ident} if ident is not None else {}
+    request = urllib.request.Request(f"{gateway.base}/api/v1/uploads/{request_id}",
+                                     headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())  # type: ignore[no-any-return]
+
+
+def wait_available(gateway: Gateway, request_id: str, timeout: float = 60,
+                   ident: str | None = DEFAULT) -> dict[str, Any]:
+    found = wait_for(lambda: (s := status(gateway, request_id, ident))["status"] in (
         "available", "rejected") and s, timeout)
-    assert status, gateway.status(request_id)
-    assert status["status"] == "available", status
-    return status  # type: ignore[no-any-return]
+    assert found, status(gateway, request_id, ident)
+    status_ = found
+    assert status_["status"] == "available", status_
+    return status_  # type: ignore[no-any-return]

@@ -13,7 +13,7 @@ from tests.e2e import Gateway
 from tests.helpers import identity
 from tests.tus.client import CONTENT_TYPE, Tus, metadata
 from tests.tus.conftest import MAX_LENGTH
-from tests.tus.stored import wait_available
+from tests.tus.stored import status, wait_available
 
 
 def refused(answer, status: int, code: str | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -40,7 +40,7 @@ def test_creation_head_patch_complete(gateway: Gateway, tus: Tus) -> None:
     assert answer.header("Location").startswith(gateway.base + "/api/v1/tus/")
     assert answer.header("x-rh-insights-request-id") == "tus-flow-1"
     assert answer.header("Upload-Expires").endswith("GMT")
-    assert gateway.status("tus-flow-1")["status"] == "created"  # in the status API at once
+    assert status(gateway, "tus-flow-1")["status"] == "created"  # in the status API at once
     path = tus.path(answer.header("Location"))
     head = tus.head(path)
     assert head.status == 200 and head.header("Upload-Offset") == "0"
@@ -50,12 +50,12 @@ def test_creation_head_patch_complete(gateway: Gateway, tus: Tus) -> None:
     first = tus.patch(path, 0, data[:100_000])
     assert first.status == 204 and first.header("Upload-Offset") == "100000"
     assert first.header("Upload-Expires")
-    assert gateway.status("tus-flow-1")["status"] == "receiving"
+    assert status(gateway, "tus-flow-1")["status"] == "receiving"
     refused(tus.patch(path, 0, data[:10]), 409, "offset_mismatch")
     last = tus.patch(path, 100_000, data[100_000:])
     assert last.status == 204 and last.header("Upload-Offset") == str(len(data))
-    status = wait_available(gateway, "tus-flow-1")
-    assert [e["status"] for e in status["timeline"]][:4] == [
+    final = wait_available(gateway, "tus-flow-1")
+    assert [e["status"] for e in final["timeline"]][:4] == [
         "created", "receiving", "stored", "announced"]
     # after completion: PATCH is refused, HEAD still answers
     refused(tus.patch(path, len(data), b"x"), 403, "upload_finished")
@@ -264,9 +264,9 @@ def test_concatenation(gateway: Gateway, tus: Tus) -> None:
         sum(map(len, pieces)))
     assert head.header("Upload-Concat") == header
     refused(tus.patch(final, 0, b"x"), 403, "final_upload")
-    status = wait_available(gateway, "tus-concat-1")
+    joined = wait_available(gateway, "tus-concat-1")
     import hashlib
-    assert status["checksums"]["sha256"] == hashlib.sha256(b"".join(pieces)).hexdigest()
+    assert joined["checksums"]["sha256"] == hashlib.sha256(b"".join(pieces)).hexdigest()
     refused(tus.head(paths[0]), 410)  # partials are removed once concatenated
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import ROOT, Gateway
+from tests.tus.stored import status
 from tests.tus.client import Tus
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -81,7 +82,7 @@ def test_drop_pause_resume_available(gateway: Gateway) -> None:
             expected = page.evaluate("() => window.expectedSha256")
         finally:
             browser.close()
-    status = gateway.status(request_id)
-    assert status["status"] == "available"
-    assert status["size"] == SIZE and status["checksums"]["sha256"] == expected
+    found = status(gateway, request_id, None)
+    assert found["status"] == "available"
+    assert found["size"] == SIZE and found["checksums"]["sha256"] == expected
     assert paused_at > 0
