@@ -37,9 +37,16 @@ class LocalResumableWriter(ResumableWriter):
         self._translate = translate
         self._sync_range = sync_range
         self._buffer = bytearray()
-        self._new = not path.exists()
+        # only a new object (offset 0) is created: one whose bytes were recorded and that
+        # is missing now (completed already, or lost) must not come back empty
+        self._new = offset == 0 and not path.exists()
+        flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT if offset == 0 else 0)
         with translate():
-            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                self._fd: int | None = os.open(path, flags, 0o644)
+            except FileNotFoundError:
+                raise FileNotFoundError(errno.ENOENT, f"incomplete object is missing, its "
+                                        f"checkpoint names {offset} bytes", str(path)) from None
             try:
                 size = os.fstat(self._fd).st_size
                 if size < offset:

@@ -154,6 +154,8 @@ class CreationHandler(TusBase):
 
 @stream_request_body
 class UploadHandler(TusBase):
+    complete_row: dict[str, Any] | None = None
+
     async def prepare(self) -> None:
         await super().prepare()
         if self.request.method != "PATCH":
@@ -173,6 +175,11 @@ class UploadHandler(TusBase):
             raise TusError("upload_too_large", f"{offset} + {body} bytes go past the upload's "
                            f"length of {length}")
         row = self._patchable(await self.lease(tus_id), offset)
+        if row["state"] == "complete":  # stored, not recorded: a retry of the last PATCH
+            if body:
+                raise TusError("upload_too_large", "every byte of this upload is stored")
+            self.complete_row = row
+            return
         await self.open_body(row, length, checksum)
 
     def _patchable(self, row: dict[str, Any], offset: int) -> dict[str, Any]:
@@ -201,6 +208,13 @@ class UploadHandler(TusBase):
 
     async def patch(self, tus_id: str) -> None:
         if self.failed:
+            return
+        if self.complete_row is not None:
+            await self.run(self.resumable.finish, self.complete_row, self.token)
+            self.leased = None
+            self.set_header("Upload-Offset", str(self.complete_row["upload_offset"]))
+            self.set_status(204)
+            self.finish()
             return
         offset = await self.close_body()
         self.set_header("Upload-Offset", str(offset))

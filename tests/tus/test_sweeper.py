@@ -121,3 +121,28 @@ def test_leftovers_no_upload_owns_are_discarded(gateway: Gateway, services: Serv
     import time
     assert sweeper.discard_leftovers(older_than=time.time() + LEFTOVER_SECONDS) >= 1
     assert "f" * 32 not in incomplete(workdir)
+
+
+def test_a_patch_finishes_an_upload_stored_but_not_recorded(gateway: Gateway, tus: Tus,
+                                                            services: Services) -> None:
+    """A gateway stored every byte and completed the object, then died before recording
+    the payload. The client's retry (an empty PATCH at the end, or a HEAD) records it:
+    no incomplete object is created again in its place."""
+    resumable = services.resumable
+    rid = secrets.token_hex(8)
+    payload = Payload(request_id=rid, service="testareno", category="tus",
+                      content_type=CONTENT_TYPE)
+    token = secrets.token_hex(8)
+    data = os.urandom(2_000_003)
+    row = resumable.create("single", len(data), payload, None, None, None, None, token)
+    session = resumable.open(row, token)
+    session.write(data)
+    assert session.checkpoint(release=False)
+    session.close()
+    services.storage.complete_resumable("quarantine", row["object_key"], {}, len(data))
+    services.database.release_tus(row["id"], token)
+    nobody = Tus(tus.base, None)
+    answer = nobody.patch(f"/api/v1/tus/{row['id']}", len(data), b"")
+    assert answer.status == 204, answer.body
+    assert answer.header("Upload-Offset") == str(len(data))
+    wait_available(gateway, rid, ident=None)
