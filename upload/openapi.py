@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from consumer.openapi import PATHS as BUNDLER_PATHS
+from tus.openapi import PATHS as TUS_PATHS
 
 VERSION = "1.0.0"
 
@@ -85,3 +86,4 @@ SPEC: dict[str, Any] = {
     }},
 }
 SPEC["paths"].update(BUNDLER_PATHS)
+SPEC["paths"].update(TUS_PATHS)

@@ -61,7 +61,12 @@ def test_assets_upload_gets_asset_events_with_sha1(gateway: Gateway, tus: Tus) -
 def test_kafka_s3_postgres(tmp_path: Path, kafka_bootstrap: str, kafka_topics,  # type: ignore[no-untyped-def]
                            moto_server: str, pg_url: str) -> None:
     suffix = uuid.uuid4().hex[:10]
+    # a service of this test's own: its topic and validator group hold nothing that other
+    # tests' gateways (gone now) announced on the shared cluster
+    service = f"tus{suffix}"
+    filetype = f"application/vnd.redhat.{service}.e2e+tgz"
     env = {"WORKDIR": str(tmp_path / "work"), "KAFKAMQ": kafka_bootstrap,
+           "VALID_UPLOAD_TYPES": service, "VALIDATORS": f"{service}:test",
            "STORAGE_DRIVER": "s3", "S3_ENDPOINT_URL": moto_server, "DATABASE_URL": pg_url,
            "S3_QUARANTINE": f"q-{suffix}", "S3_PERM": f"p-{suffix}", "S3_REJECT": f"r-{suffix}"}
     settings = Settings.from_env(env)
@@ -74,14 +79,14 @@ def test_kafka_s3_postgres(tmp_path: Path, kafka_bootstrap: str, kafka_topics,  
         uploader = client.TusClient(gateway.base + "/api/v1/tus/",
                                     headers={"x-rh-identity": identity()}).uploader(
             file_stream=io.BytesIO(single), chunk_size=6 * 1024 * 1024, upload_checksum=True,
-            metadata={"filetype": "application/vnd.redhat.testareno.tus+tgz"})
+            metadata={"filetype": filetype})
         uploader.upload()
         single_rid = Tus(gateway.base).head(
             Tus(gateway.base).path(uploader.url)).header("x-rh-insights-request-id")
         joined = os.urandom(11 * 1024 * 1024 + 5)
         path = tmp_path / "joined.tgz"
         path.write_bytes(joined)
-        joined_rid = node_upload(gateway, path, "parallel")["requestId"]
+        joined_rid = node_upload(gateway, path, "parallel", filetype)["requestId"]
         for rid, data in ((single_rid, single), (joined_rid, joined)):
             status = wait_available(gateway, rid)
             assert status["checksums"]["sha256"] == hashlib.sha256(data).hexdigest()

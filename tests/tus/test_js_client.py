@@ -19,14 +19,15 @@ from tests.tus.stored import stored_bytes, wait_available
 JS = Path(__file__).resolve().parent / "js"
 
 
-def node_upload(gateway: Gateway, path: Path, mode: str) -> dict[str, str]:
+def node_upload(gateway: Gateway, path: Path, mode: str,
+                filetype: str = "application/vnd.redhat.testareno.tusjs+tgz") -> dict[str, str]:
     if shutil.which("node") is None:
         pytest.fail("node is missing: scripts/test.sh installs it (apt-get install nodejs npm)")
     if not (JS / "node_modules" / "tus-js-client").is_dir():
         pytest.fail("tus-js-client is missing: cd tests/tus/js && npm ci (scripts/test.sh does)")
     done = subprocess.run(
         ["node", str(JS / "upload.mjs"), gateway.base + "/api/v1/tus/", str(path), mode,
-         identity()], capture_output=True, text=True, timeout=120, check=False)
+         identity(), filetype], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 

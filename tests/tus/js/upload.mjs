@@ -1,13 +1,13 @@
 // Uploads one file to a tus endpoint with tus-js-client (Node) and prints, as JSON, the
 // upload URL and the request id the gateway answered with.
-//   node upload.mjs ENDPOINT FILE MODE IDENTITY
+//   node upload.mjs ENDPOINT FILE MODE IDENTITY [FILETYPE]
 // MODE: "parallel" (parallelUploads: 3, i.e. concatenation), "creation"
 // (uploadDataDuringCreation: true) or "plain".
 import { readFileSync } from 'node:fs'
 import { basename } from 'node:path'
 import * as tus from 'tus-js-client'
 
-const [endpoint, file, mode, identity] = process.argv.slice(2)
+const [endpoint, file, mode, identity, filetype] = process.argv.slice(2)
 const data = readFileSync(file)
 let requestId = null
 
@@ -15,7 +15,7 @@ const options = {
   endpoint,
   headers: { 'x-rh-identity': identity },
   metadata: {
-    filetype: 'application/vnd.redhat.testareno.tusjs+tgz',
+    filetype: filetype || 'application/vnd.redhat.testareno.tusjs+tgz',
     filename: basename(file),
   },
   chunkSize: 4 * 1024 * 1024,
