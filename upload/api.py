@@ -145,6 +145,37 @@ class HealthHandler(ApiHandler):
         self.write_json(body)
 
 
+class LiveHandler(ApiHandler):
+    """``/livez``: the process answers (its event loop runs); nothing else is checked."""
+
+    def get(self) -> None:
+        self.write_json({"status": "alive"})
+
+
+class ReadyHandler(ApiHandler):
+    """``/readyz``: ready for traffic when storage and the database are up (the last
+    background checks, core/health.py). A broker outage does not make it unready: uploads
+    are still accepted, their announcements wait in the outbox."""
+
+    NEEDED = ("storage", "database")
+
+    def get(self) -> None:
+        monitor = self.services.health
+        monitor.start()
+        down = {k: v for k, v in monitor.down().items() if k in self.NEEDED}
+        self.set_status(200 if not down else 503)
+        self.write_json({"status": "ready" if not down else "not_ready",
+                         "down": sorted(down)})
+
+
+def probe_routes(services: Any) -> list[Any]:
+    """``/metrics``, ``/livez``, ``/readyz`` and ``/api/v1/health``: what every process
+    that serves HTTP answers."""
+    deps = {"services": services}
+    return [(r"/metrics", MetricsHandler, deps), (r"/livez", LiveHandler, deps),
+            (r"/readyz", ReadyHandler, deps), (r"/api/v1/health", HealthHandler, deps)]
+
+
 class OpenApiHandler(ApiHandler):
     def get(self) -> None:
         self.write_json(SPEC)

@@ -30,6 +30,8 @@ def routes(services: Services) -> list[Any]:
     table += [
         (r"/api/v1/download/([a-z]+)/([A-Za-z0-9._/-]{1,255})", api.DownloadHandler, deps),
         (r"/metrics", api.MetricsHandler, deps),
+        (r"/livez", api.LiveHandler, deps),
+        (r"/readyz", api.ReadyHandler, deps),
     ]
     table += bundler_api.routes(services, PREFIXES)
     table += tus.routes(services, PREFIXES)

@@ -343,9 +343,8 @@ class Watcher:
 
 
 def status_app(services: Services) -> tornado.web.Application:
-    """``/metrics`` and ``/api/v1/health`` for a process that runs the watcher alone."""
+    """``/metrics``, ``/livez``, ``/readyz`` and ``/api/v1/health`` for a process that runs
+    the watcher alone."""
     from upload import api
 
-    deps = {"services": services}
-    return tornado.web.Application([(r"/metrics", api.MetricsHandler, deps),
-                                    (r"/api/v1/health", api.HealthHandler, deps)])
+    return tornado.web.Application(api.probe_routes(services))

@@ -190,6 +190,12 @@ def test_full_disk_gives_503_leaves_nothing_and_the_gateway_keeps_serving(
         # and health says so (issue 10 item 7: it said ok), after its next check
         assert wait_for(lambda: (h := health_of(gateway))[0] == 503
                         and "storage" in h[1]["down"], 15), health_of(gateway)
+        ready = urllib.request.Request(gateway.base + "/readyz")
+        try:
+            urllib.request.urlopen(ready, timeout=10).close()
+            raise AssertionError("/readyz said ready with storage down")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503 and json.loads(exc.read())["down"] == ["storage"]
         for bucket in settings.buckets.values():
             assert bucket_files(workdir, bucket)[1] == [], f"{bucket}/.incomplete not empty"
         objects, _ = bucket_files(workdir, settings.s3_quarantine)

@@ -1,3 +1,4 @@
+import asyncio
 import hashlib
 import json
 import os
@@ -195,6 +196,14 @@ async def test_service_endpoints(http_client, base_url):  # type: ignore[no-unty
     assert "/api/v1/upload" in spec["paths"]
     metrics = (await http_client.fetch(base_url + "/metrics")).body.decode()
     assert "upload_requests_total" in metrics and "upload_outbox_depth" in metrics
+    live = await http_client.fetch(base_url + "/livez")
+    assert json.loads(live.body) == {"status": "alive"}
+    for _ in range(100):  # the first background checks take a moment
+        ready = await http_client.fetch(base_url + "/readyz", raise_error=False)
+        if ready.code == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert ready.code == 200 and json.loads(ready.body) == {"status": "ready", "down": []}
     nothing = await http_client.fetch(base_url + "/nope", raise_error=False)
     assert nothing.code == 404 and error_code(nothing) == "not_found"
 
