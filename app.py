@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from typing import Any, Callable
@@ -247,7 +248,11 @@ async def serve(args: argparse.Namespace, settings: Settings,
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logs.configure()
+    try:
+        logs.configure(json_lines=logs.json_from_env(os.environ))
+    except ValueError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

@@ -29,9 +29,13 @@ class BusUnavailable(Exception):
 
 @dataclass(frozen=True)
 class OutMessage:
+    """A message to send. ``headers`` travel as Kafka record headers (the embedded bus
+    does not keep them)."""
+
     topic: str
     key: str | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class Message:
     partition: int
     offset: int
     generation: int = 0
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -255,7 +255,8 @@ class KafkaProducer(Producer):
         """Queue one message, waiting for room until ``deadline``; False if it was not."""
         while True:
             try:
-                producer.produce(message.topic, message.value, message.key, on_delivery=on_delivery)
+                producer.produce(message.topic, message.value, message.key, on_delivery=on_delivery,
+                                 headers=list(message.headers) or None)
                 return True
             except BufferError:
                 if time.monotonic() >= deadline:
@@ -364,4 +365,5 @@ def _message(event: Any) -> Message:
         value=event.value() or b"",
         partition=event.partition(),
         offset=event.offset(),
+        headers=tuple((name, value or b"") for name, value in event.headers() or ()),
     )

@@ -234,6 +234,7 @@ class Bundler:
             "request_id": claim.request_id, "payload_id": claim.request_id, "service": SERVICE,
             "category": plans.KIND.lower(), "content_type": CONTENT_TYPE, "size": size,
             "url": url, "account": None, "org_id": None, "principal": None,
+            "rh_account": None, "rh_principal": None,
             "b64_identity": None, "metadata": {**plan, "files": names},
             "checksums": {"sha256": sha256}, "mime": "application/zip",
             "filename": plans.bundle_filename(claim.plan_uuid, claim.version),

@@ -29,10 +29,22 @@ class IntakeError(Exception):
         self.message = message
 
 
-def request_id_from(header: str | None) -> str:
-    """``x-rh-insights-request-id`` when it is a usable id, else a new random one."""
-    header = header or ""
-    return header if REQUEST_ID.match(header) else uuid.uuid4().hex
+def request_id_from(*headers: str | None) -> str:
+    """The first of ``headers`` (``x-rh-insights-request-id``, then ``X-Request-ID``) that
+    is a usable id, else a new random one."""
+    for header in headers:
+        if header and REQUEST_ID.match(header):
+            return header
+    return uuid.uuid4().hex
+
+
+TRACEPARENT = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def traceparent_from(header: str | None) -> str | None:
+    """A W3C ``traceparent`` (version 00) worth carrying on, else None."""
+    value = (header or "").strip()
+    return value if TRACEPARENT.match(value) else None
 
 
 # identity --------------------------------------------------------------------------------

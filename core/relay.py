@@ -15,12 +15,14 @@ again; the rest of its batch is delivered or retried as usual.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from typing import Sequence
 
 from bus import Bus, BusUnavailable, OutMessage, Producer, Refused
+from bus.topics import VALIDATION
 from core import metrics
 from db import Database, OutboxRow
 
@@ -39,6 +41,25 @@ LINGER = 0.01
 LINGER_FROM = 8
 SEND_TIMEOUT = 10.0
 MAX_BACKOFF = 30.0
+
+
+def headers(topic: str, value: bytes) -> tuple[tuple[str, bytes], ...]:
+    """Kafka record headers of a message about a payload (``platform.upload.*``): ``service``
+    as the Insights ingress service sets it (consumers route on it without parsing), and
+    the W3C ``traceparent`` the upload came with."""
+    if not topic.startswith("platform.upload.") or topic == VALIDATION:
+        return ()
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return ()
+    if not isinstance(data, dict):
+        return ()
+    found = []
+    for name in ("service", "traceparent"):
+        if isinstance(data.get(name), str):
+            found.append((name, data[name].encode()))
+    return tuple(found)
 
 
 def backoff(attempts: int) -> float:
@@ -99,7 +120,7 @@ class OutboxRelay:
         if not rows:
             self._report_depth()
             return 0
-        messages = [OutMessage(r.topic, r.key, r.value) for r in rows]
+        messages = [OutMessage(r.topic, r.key, r.value, headers(r.topic, r.value)) for r in rows]
         started = time.monotonic()
         try:
             acked = producer.send(messages, self.send_timeout)

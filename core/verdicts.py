@@ -82,6 +82,9 @@ def available_message(upload: dict[str, Any], url: str, verdict: dict[str, Any])
         "account": upload["account"],
         "org_id": upload["org_id"],
         "principal": upload["principal"],
+        # the Insights upload service's names, for its consumers
+        "rh_account": upload["account"],
+        "rh_principal": upload["principal"],
         "b64_identity": upload["b64_identity"],
         "metadata": json.loads(upload["metadata"] or "{}"),
         "mime": upload["mime"],

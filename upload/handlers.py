@@ -11,9 +11,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from tornado.web import stream_request_body
 
 from bus import BusUnavailable
-from core import metrics
+from core import logs, metrics
 from core.ingest import Payload, PayloadWriter
-from core.intake import clean_filename, request_id_from
+from core.intake import clean_filename, request_id_from, traceparent_from
 from storage import StorageUnavailable
 from upload.base import ApiHandler, Services
 from upload.errors import ApiError
@@ -39,6 +39,8 @@ class UploadHandler(ApiHandler):
         self.failed = False
         self.service = "unknown"
         self.counted = True
+        self.traceparent: str | None = None
+        self._log_context: tuple[Any, Any] | None = None
         services.inflight += 1
 
     def _uncount(self) -> None:
@@ -48,11 +50,24 @@ class UploadHandler(ApiHandler):
 
     def on_finish(self) -> None:
         self._uncount()
+        if self._log_context is not None:
+            try:
+                logs.request_id_var.reset(self._log_context[0])
+                logs.traceparent_var.reset(self._log_context[1])
+            except ValueError:  # finished from another context: nothing of ours is left there
+                pass
+            self._log_context = None
 
     async def prepare(self) -> None:
         self.check_method()
         settings = self.services.settings
-        self.request_id = request_id_from(self.request.headers.get("x-rh-insights-request-id"))
+        headers = self.request.headers
+        self.request_id = request_id_from(headers.get("x-rh-insights-request-id"),
+                                          headers.get("X-Request-ID"))
+        self.traceparent = traceparent_from(headers.get("traceparent"))
+        self._log_context = (logs.request_id_var.set(self.request_id),
+                             logs.traceparent_var.set(self.traceparent))
+        self.set_header("X-Request-ID", self.request_id)
         self.identity = parse_identity(self.request.headers.get("x-rh-identity"))
         if self.identity is None and settings.identity_required:
             raise ApiError("identity_required", "a valid x-rh-identity header is required")
@@ -85,7 +100,9 @@ class UploadHandler(ApiHandler):
             raise ApiError("upload_too_large", f"payload exceeds the limit of {limit} bytes")
         self.stream.feed(chunk)
         part = self.stream.file
-        if part is None:
+        if part is None or (self.writer is None and self.stream.is_test):
+            if part is not None:
+                part.take()  # a connection test: the file is not stored
             return
         if self.writer is None:
             await self._open(part.multipart_content_type, part.multipart_filename)
@@ -106,6 +123,7 @@ class UploadHandler(ApiHandler):
             org_id=identity.org_id if identity else None,
             principal=identity.principal if identity else None,
             b64_identity=identity.raw if identity else None,
+            extra={"traceparent": self.traceparent} if self.traceparent else {},
         )
         self.writer = self.services.ingestor.open(payload)
 
@@ -145,6 +163,9 @@ class UploadHandler(ApiHandler):
         part = self.stream.file
         if not self.stream.complete:
             raise ApiError("malformed_multipart", "the multipart body has no closing boundary")
+        if self.stream.is_test:
+            await self._answer_test()
+            return
         if part is None or self.writer is None:
             raise ApiError("missing_file", "no file part named 'file' or 'upload'")
         if not part.finished:
@@ -166,6 +187,22 @@ class UploadHandler(ApiHandler):
             "request_id": self.request_id,
             "upload": {"account_number": announcement["account"],
                        "org_id": announcement["org_id"]},
+        })
+
+
+    async def _answer_test(self) -> None:
+        """``test=test`` (insights-client's connection test): 200 with the usual body;
+        whatever was streamed is removed, nothing is recorded or announced."""
+        await self._abort()
+        self.writer = None
+        identity = self.identity
+        metrics.UPLOADS.labels(self.service, "test").inc()
+        logger.info("request_id=%s connection test (test=test): nothing stored", self.request_id)
+        self.set_status(200)
+        self.write_json({
+            "request_id": self.request_id,
+            "upload": {"account_number": identity.account if identity else None,
+                       "org_id": identity.org_id if identity else None},
         })
 
 

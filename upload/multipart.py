@@ -24,6 +24,10 @@ from upload.errors import ApiError
 FILE_PARTS = ("file", "upload")
 METADATA_PART = "metadata"
 MAX_METADATA = 64 * 1024
+# insights-client --test-connection sends a form field test=test: answered 200 with the
+# usual body, nothing stored (as the Insights ingress service does)
+TEST_PART = "test"
+MAX_TEST = 64
 TAIL = 1024
 
 
@@ -68,7 +72,8 @@ class MultipartStream:
         boundary = _boundary(headers)
         self._ender = b"--" + boundary + b"--"
         self._tail = b""
-        self.targets = {name: PartTarget(name) for name in (*FILE_PARTS, METADATA_PART)}
+        self.targets = {name: PartTarget(name)
+                        for name in (*FILE_PARTS, METADATA_PART, TEST_PART)}
         self.metadata_size = 0
         self._current: PartTarget | None = None
         self._headers: dict[bytes, bytes] = {}
@@ -101,6 +106,8 @@ class MultipartStream:
         self.metadata_size = sum(len(c) for c in metadata.chunks)
         if self.metadata_size > MAX_METADATA:
             raise ApiError("malformed_metadata", f"metadata part exceeds {MAX_METADATA} bytes")
+        if sum(len(c) for c in self.targets[TEST_PART].chunks) > MAX_TEST:
+            raise ApiError("bad_request", f"test part exceeds {MAX_TEST} bytes")
 
     # parser callbacks: data arrives as (buffer, start, end) ---------------------------
 
@@ -152,6 +159,12 @@ class MultipartStream:
             if self.targets[name].starts:
                 return self.targets[name]
         return None
+
+    @property
+    def is_test(self) -> bool:
+        """A finished form field ``test`` whose value is ``test``: a connection test."""
+        target = self.targets[TEST_PART]
+        return target.finished and b"".join(target.chunks).strip() == b"test"
 
     def metadata_bytes(self) -> bytes | None:
         target = self.targets[METADATA_PART]

@@ -1,6 +1,7 @@
 """The Kafka bus on a Kafka-protocol cluster (the mock cluster unless KAFKAMQ is set)."""
 from __future__ import annotations
 
+import json
 import time
 from typing import Iterator
 
@@ -9,6 +10,7 @@ import pytest
 from bus import BusUnavailable, OutMessage, get_bus
 from bus.kafka import KafkaBus
 from bus.kafka_mock import MockKafkaCluster
+from core.relay import headers
 from core.settings import Settings
 from tests.contracts.bus_contract import BusContract, consume, group_name, values
 
@@ -74,3 +76,20 @@ def test_check_raises_when_brokers_down(bus: KafkaBus, kafka_cluster: MockKafkaC
     assert time.monotonic() - started < 5.0
     kafka_cluster.set_up()
     bus.check()
+
+
+def test_announcements_carry_the_service_header(bus: KafkaBus, topic: str) -> None:
+    """Insights drop-in: consumers route on the Kafka header ``service`` without parsing;
+    the relay sets it (and traceparent) on every platform.upload.* message."""
+    value = json.dumps({"request_id": "r1", "service": "advisor",
+                        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    found = headers("platform.upload.advisor", value.encode())
+    assert found == (("service", b"advisor"), ("traceparent", b"00-4bf92f3577b34da6a3ce92"
+                                                                b"9d0e0e4736-00f067aa0ba902b7-01"))
+    assert headers("platform.upload.validation", value.encode()) == ()
+    assert headers("platform.asset-transfer", value.encode()) == ()
+    producer = bus.producer()
+    assert producer.send([OutMessage(topic, "r1", value.encode(), found)], 10.0) == [True]
+    producer.close()
+    [message] = consume(bus, group_name(), [topic], 1)
+    assert message.headers == found

@@ -3,13 +3,20 @@ traceback indented), so no input can forge a record."""
 from __future__ import annotations
 
 import io
+import json
 import logging
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from core import logs
+from tests.e2e import ROOT, Gateway
+from tests.helpers import wait_for
 
 RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING|ERROR) ")
 FORGED = "2030-01-01 00:00:00,000 INFO app admin signed in"
@@ -77,3 +84,30 @@ def test_stack_info_is_indented(output: io.StringIO) -> None:
     found = lines(output)
     assert RECORD.match(found[0]) and len(found) > 2
     assert all(line.startswith(logs.CONTINUATION) for line in found[1:])
+
+
+def test_json_lines_carry_request_id_and_traceparent(tmp_path: Path) -> None:
+    """LOG_FORMAT=json: every line is a JSON object; the lines about an upload carry its
+    request_id (from X-Request-ID here), the request's lines its traceparent."""
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    gateway = Gateway({"WORKDIR": str(tmp_path / "work"), "LOG_FORMAT": "json"}).start()
+    try:
+        code, answer = gateway.upload(b"json logged", headers={"X-Request-ID": "json-1",
+                                                               "traceparent": trace})
+        assert code == 202 and answer["request_id"] == "json-1"
+        assert wait_for(lambda: gateway.status("json-1")["status"] == "available", 30)
+    finally:
+        assert gateway.stop() == 0
+    records = [json.loads(line) for line in gateway.log.read_text().splitlines()]
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    about = [r for r in records if "json-1" in r["message"]]
+    assert len(about) >= 3 and all(r["request_id"] == "json-1" for r in about), about
+    access = [r for r in records if r["logger"] == "upload.access" and "POST" in r["message"]]
+    assert access and access[0]["traceparent"] == trace and access[0]["request_id"] == "json-1"
+
+
+def test_log_format_is_checked(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=ROOT, capture_output=True,
+                          env={**os.environ, "WORKDIR": str(tmp_path), "LOG_FORMAT": "xml"},
+                          timeout=60, check=False, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("configuration error: LOG_FORMAT")

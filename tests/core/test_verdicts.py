@@ -34,6 +34,11 @@ def test_success_promotes_and_announces_available(handler: VerdictHandler) -> No
     available = [json.loads(r.value) for r in rows if r.topic == "platform.upload.available"]
     assert available[0]["id"] == 42 and available[0]["checksums"]["sha256"] == "ab" * 32
     assert "/perm/" in available[0]["url"]
+    # the Insights upload service's legacy names, for its consumers
+    assert available[0]["payload_id"] == "r1"
+    assert available[0]["rh_account"] == available[0]["account"]
+    assert available[0]["rh_principal"] == available[0]["principal"]
+    assert {"rh_account", "rh_principal"} <= set(available[0])
     # redelivery changes nothing and publishes nothing
     handler({"request_id": "r1", "validation": "success", "id": 42})
     handler({"request_id": "r1", "validation": "failure"})

@@ -249,3 +249,43 @@ async def test_a_method_not_served_gets_405_with_allow(http_client, base_url):  
                                       raise_error=False)
     assert version.code == 405 and version.headers["Allow"] == "GET"
     assert error_code(version) == "method_not_allowed"
+
+
+@pytest.mark.gen_test
+async def test_request_id_and_traceparent_are_carried_on(http_client, base_url, services):  # type: ignore[no-untyped-def]
+    """X-Request-ID names the upload when x-rh-insights-request-id does not; a W3C
+    traceparent travels in the announcement (and its Kafka header, core/relay.py)."""
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    body, ctype = multipart(b"traced")
+    response = await post(http_client, base_url, body, ctype,
+                          {"X-Request-ID": "xreq-7", "traceparent": trace})
+    assert response.code == 202 and json.loads(response.body)["request_id"] == "xreq-7"
+    assert response.headers["X-Request-ID"] == "xreq-7"
+    body, ctype = multipart(b"not traced")
+    bad = await post(http_client, base_url, body, ctype, {"traceparent": "00-zz-yy-01"})
+    assert bad.code == 202
+    sent = {json.loads(r.value)["request_id"]: json.loads(r.value)
+            for r in services.database.claim_outbox(10) if r.topic.startswith("platform.upload.")}
+    assert sent["xreq-7"]["traceparent"] == trace
+    assert "traceparent" not in sent[json.loads(bad.body)["request_id"]]
+
+
+@pytest.mark.gen_test
+async def test_connection_test_answers_200_and_stores_nothing(http_client, base_url, services):  # type: ignore[no-untyped-def]
+    """insights-client --test-connection: a form field test=test (Insights ingress)."""
+    for data in (b"ignored", None):  # with a file part, and without one
+        body, ctype = multipart(data, extra_parts=[("test", b"test")])
+        response = await post(http_client, base_url, body, ctype,
+                              {"x-rh-identity": identity()})
+        assert response.code == 200, response.body
+        answer = json.loads(response.body)
+        assert answer["upload"] == {"account_number": "000001", "org_id": "org1"}
+        assert services.database.get_upload(answer["request_id"]) is None
+    # the field after the file part: streamed, then removed
+    body, ctype = multipart(b"ignored too")
+    body = body.replace(b"--\r\n", b"\r\nContent-Disposition: form-data; name=\"test\"\r\n\r\n"
+                        b"test\r\n--" + ctype.split("boundary=")[1].encode() + b"--\r\n")
+    late = await post(http_client, base_url, body, ctype)
+    assert late.code == 200, late.body
+    assert services.database.claim_outbox(10) == []
+    assert list(services.storage.list_keys("quarantine")) == []
