@@ -10,7 +10,7 @@ the next poll.
 
 A message the bus refuses for good (``bus.Refused``: larger than the broker's message size
 limit, invalid) is parked on its own (``outbox.parked_at``, its reason in ``last_error``,
-``upload_outbox_parked_total``, an error logged with its request_id) and never claimed
+``gateway_outbox_parked_total``, an error logged with its request_id) and never claimed
 again; the rest of its batch is delivered or retried as usual.
 """
 from __future__ import annotations

@@ -91,7 +91,7 @@ def test_validation_timeout_rejects_and_ignores_late_verdicts(tmp_path: Path) ->
                 text = response.read().decode()
             return text if 'result="late"' in text else ""
         metrics = wait_for(counted, 20)
-        assert 'upload_validation_timeouts_total{service="testareno"} 1.0' in metrics
+        assert 'gateway_validation_timeouts_total{service="testareno"} 1.0' in metrics
         assert gateway.status(request_id)["status"] == "rejected"
     finally:
         statuses.close()

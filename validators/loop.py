@@ -29,7 +29,7 @@ Failures, three kinds (validators/fetch.py tells the first two apart):
   ``timestamp`` + ``VALIDATION_TIMEOUT`` (from when it was first polled when it has no
   readable timestamp). Past that the gateway has rejected it (reason ``timeout``) and a
   verdict would come too late: the announcement is committed without one, logged and
-  counted (``validator_expired_total``). These retries are not attempts;
+  counted (``gateway_validator_expired_total``). These retries are not attempts;
 - poison: a check that raised anything else, a command that could not start, an
   announcement that is not a JSON object or lacks ``request_id``/``url`` (not retried) is
   tried ``max_attempts`` times in all (``VALIDATOR_MAX_ATTEMPTS``, 3), waiting

@@ -17,8 +17,8 @@
   it was ingested, after another quiet period. The ticker sleeps until the next file is
   due and is woken whenever a file becomes due sooner (a new file while another waits
   out its backoff, a file handed back by a worker).
-- Progress: ``watcher_backlog_files``, ``watcher_files_total{outcome}``,
-  ``watcher_failures_total{reason}`` and ``watcher_throughput_files_per_second`` in
+- Progress: ``gateway_watcher_backlog_files``, ``gateway_watcher_files_total{outcome}``,
+  ``gateway_watcher_failures_total{reason}`` and ``gateway_watcher_throughput_files_per_second`` in
   ``/metrics``, and a log line every ``PROGRESS_SECONDS`` while there is work.
 
 Idle, nothing runs but the observer's blocking read, a rescan every 30 s and a metrics

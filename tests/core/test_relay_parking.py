@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.kafka]
 
 
 def parked_count(topic: str) -> float:
-    return REGISTRY.get_sample_value("upload_outbox_parked_total", {"topic": topic}) or 0.0
+    return REGISTRY.get_sample_value("gateway_outbox_parked_total", {"topic": topic}) or 0.0
 
 
 def test_an_oversized_message_is_parked_and_the_rest_delivered(

@@ -175,7 +175,7 @@ def test_an_oversized_bus_verdict_is_skipped_at_once_and_the_next_applied(
     from tests.helpers import wait_for
 
     def skipped() -> float:
-        return REGISTRY.get_sample_value("bus_messages_skipped_total", {
+        return REGISTRY.get_sample_value("gateway_bus_messages_skipped_total", {
             "topic": "platform.upload.validation", "reason": "malformed"}) or 0.0
 
     caplog.set_level(logging.WARNING)

@@ -72,8 +72,8 @@ def pull_and_check(base: str, sftp: SFTPTestServer, metrics_base: str | None) ->
     if metrics_base is None:
         return
     metrics = urllib.request.urlopen(metrics_base + "/metrics", timeout=10).read().decode()
-    assert 'pull_files_total{outcome="ingested",provider="lab"} 3.0' in metrics
-    assert 'pull_last_success_timestamp_seconds{provider="meshes"}' in metrics
+    assert 'gateway_pull_files_total{outcome="ingested",provider="lab"} 3.0' in metrics
+    assert 'gateway_pull_last_success_timestamp_seconds{provider="meshes"}' in metrics
 
 
 def test_embedded_defaults(tmp_path: Path, sftp: SFTPTestServer, provider_keyring: Keyring) -> None:
@@ -111,7 +111,7 @@ def test_kafka_s3_postgres_and_a_puller_of_its_own(
         pull_and_check(gateway.base, sftp, None)
         # the puller's own port serves the jobs API (and /metrics) too
         assert len(call(puller.base, "GET", "/api/v1/pulls/jobs?provider=lab")["jobs"]) == 1
-        assert b"pull_files_total" in urllib.request.urlopen(puller.base + "/metrics").read()
+        assert b"gateway_pull_files_total" in urllib.request.urlopen(puller.base + "/metrics").read()
     finally:
         for process in (puller, gateway):
             if process.process is not None:

@@ -195,7 +195,7 @@ async def test_service_endpoints(http_client, base_url):  # type: ignore[no-unty
     spec = json.loads((await http_client.fetch(base_url + "/api/v1/openapi.json")).body)
     assert "/api/v1/upload" in spec["paths"]
     metrics = (await http_client.fetch(base_url + "/metrics")).body.decode()
-    assert "upload_requests_total" in metrics and "upload_outbox_depth" in metrics
+    assert "gateway_upload_requests_total" in metrics and "gateway_outbox_messages" in metrics
     live = await http_client.fetch(base_url + "/livez")
     assert json.loads(live.body) == {"status": "alive"}
     for _ in range(100):  # the first background checks take a moment

@@ -56,7 +56,7 @@ def test_files_already_there_are_ingested_with_asset_events(tmp_path: Path) -> N
     write(root / "C1_Step3.obj.part", b"still copying")
     write(root / ".hidden.obj", b"x")
     write(root / "unknown.bin", b"no rule for me")
-    ingested = metric("watcher_files_total", outcome="ingested")
+    ingested = metric("gateway_watcher_files_total", outcome="ingested")
     with Harness(env) as h:
         assert wait_for(lambda: len(h.files(h.processed)) == 2 and h.files(h.failed), 15)
         assert h.files(h.processed) == ["C1_Step2.obj.gz", "lab1/C1_Step1.obj"]
@@ -92,7 +92,7 @@ def test_files_already_there_are_ingested_with_asset_events(tmp_path: Path) -> N
         assert statuses[:2] == ["received", "stored"]
         assert wait_for(lambda: "announced" in [e["status"] for e in
                                                 database.timeline(first["request_id"])], 5)
-    assert metric("watcher_files_total", outcome="ingested") - ingested == 2
+    assert metric("gateway_watcher_files_total", outcome="ingested") - ingested == 2
 
 
 def test_slow_writer_holding_the_file_open(tmp_path: Path) -> None:

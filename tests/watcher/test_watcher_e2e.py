@@ -61,8 +61,8 @@ def test_all_in_one_with_watch_dir_validates_and_serves_status(tmp_path: Path) -
         assert [e["status"] for e in status["timeline"]][:2] == ["received", "stored"]
         with urllib.request.urlopen(gateway.base + "/metrics", timeout=10) as response:
             text = response.read().decode()
-        assert 'watcher_files_total{outcome="ingested"} 1.0' in text
-        assert "watcher_backlog_files 0.0" in text
+        assert 'gateway_watcher_files_total{outcome="ingested"} 1.0' in text
+        assert "gateway_watcher_backlog_files 0.0" in text
     finally:
         assert gateway.stop() == 0
 

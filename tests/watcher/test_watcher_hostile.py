@@ -182,5 +182,5 @@ def test_what_cannot_even_be_moved_is_left_alone_and_logged_once(
         time.sleep(2)  # several rescans
         assert len(left_alone()) == 1 and "path=lab/pipe.obj" in left_alone()[0].getMessage()
         assert (root / "lab" / "pipe.obj").exists() and not os.listdir(tmp_path / "elsewhere")
-        assert metric("watcher_files_total", outcome="ignored") >= 1
+        assert metric("gateway_watcher_files_total", outcome="ignored") >= 1
         nothing_stored_or_announced(h)
