@@ -11,7 +11,8 @@ upload still under way; among those, the ones that no upload references are read
 the database fence (``db.fence``), which no record transaction is inside at that moment,
 so an upload committing slowly (a lock held for a while) is either seen or will fail its
 deadline. Neighbouring gateways' uploads in flight, on a shared S3 or a shared WORKDIR,
-are younger than that and left alone. Resumable (tus) objects are their owner's.
+are younger than that and left alone. Resumable (tus) objects and upload areas' objects
+(``storage.owned``) are their owner's.
 
 Each gateway runs a pass at start-up and then every ``INGEST_DEADLINE`` seconds (at least
 5, at most 3600): what a crash leaves is removed once it is old enough.
@@ -23,7 +24,7 @@ import threading
 
 from core.settings import Settings
 from db import Database
-from storage import RESUMABLE_PREFIX, Storage
+from storage import Storage, owned
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Cleanup:
         incomplete = self.storage.cleanup_incomplete(self.min_age)
         aged = dict(self.storage.list_aged("quarantine"))
         old = {key for key, age in aged.items()
-               if age > self.min_age and not key.startswith(RESUMABLE_PREFIX)}
+               if age > self.min_age and not owned(key)}
         orphans = self.database.unreferenced_keys(old)
         for key in sorted(orphans):
             logger.warning("removing quarantine object %s: no upload references it, %.0fs old",

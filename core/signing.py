@@ -47,3 +47,38 @@ def verify_download(
         return False
     expected = _signature(secret, bucket, key, expires_at, filename)
     return hmac.compare_digest(expected, signature or "")
+
+
+# Direct-upload parts served by the gateway itself (localdisk; storage/localdisk_direct.py):
+# the signature covers the bucket, the upload, the part number, the largest body the part
+# may have, and the expiry. Its message starts with its own label, so no download
+# signature can pass for a part's or the other way round.
+DIRECT_PREFIX = "/api/v1/direct"
+
+
+def _part_signature(secret: bytes, bucket: str, upload_id: str, number: int, max_size: int,
+                    expires: int) -> str:
+    message = f"direct-part\n{bucket}\n{upload_id}\n{number}\n{max_size}\n{expires}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def sign_part_url(base_url: str, secret: bytes, bucket: str, upload_id: str, number: int,
+                  max_size: int, expires_in: int, now: float | None = None) -> str:
+    expires = int((time.time() if now is None else now) + expires_in)
+    query = urlencode({"max": max_size, "expires": expires,
+                       "signature": _part_signature(secret, bucket, upload_id, number,
+                                                    max_size, expires)})
+    return f"{base_url}{DIRECT_PREFIX}/{quote(bucket)}/{quote(upload_id)}/{number}?{query}"
+
+
+def verify_part(secret: bytes, bucket: str, upload_id: str, number: int, max_size: str,
+                expires: str, signature: str, now: float | None = None) -> int | None:
+    """The part's largest size when ``signature`` is valid and not expired, else None."""
+    try:
+        expires_at, limit = int(expires), int(max_size)
+    except (TypeError, ValueError):
+        return None
+    if expires_at < (time.time() if now is None else now) or limit < 0:
+        return None
+    expected = _part_signature(secret, bucket, upload_id, number, limit, expires_at)
+    return limit if hmac.compare_digest(expected, signature or "") else None

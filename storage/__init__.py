@@ -10,7 +10,8 @@ full) is ``StorageUnavailable``; anything else is re-raised as is.
 
 Optional capabilities are separate small interfaces, checked once at start-up
 (``resumable(storage)``): ``ResumableStorage`` appends to an incomplete object across
-requests and processes (tus uploads).
+requests and processes (tus uploads); storage/direct.py holds those of upload areas
+(direct multipart uploads, prefix listing, object tags).
 """
 from __future__ import annotations
 
@@ -125,6 +126,15 @@ class Storage(ABC):
 
 
 RESUMABLE_PREFIX = "resumable/"
+# objects of an upload area (areas/): their area's, never the general clean-up's
+AREAS_PREFIX = "areas/"
+OWNED_PREFIXES = (RESUMABLE_PREFIX, AREAS_PREFIX)
+
+
+def owned(key: str) -> bool:
+    """Whether ``key`` belongs to an owner that cleans up after itself (a resumable
+    upload, an upload area): the general clean-up leaves it alone."""
+    return key.startswith(OWNED_PREFIXES)
 
 
 def new_object_key(now: float | None = None) -> str:

@@ -7,12 +7,13 @@ the gateway itself under ``core.signing.DOWNLOAD_PREFIX``).
 
 Layout: ``<WORKDIR>/<bucket dir>/<key>``; keys may hold ``/`` (sub-directories) but never
 ``..``, ``.`` or empty components, a leading ``/`` or NUL, and may not start with
-``.incomplete`` or ``.resumable`` (``ValueError``). Objects being written live in
+``.incomplete``, ``.resumable`` or ``.direct`` (``ValueError``). Objects being written live in
 ``<bucket dir>/.incomplete/<name>.part-<random>`` until ``commit`` fsyncs the file,
 renames it into place and fsyncs the directory, so a crash never shows a partial object
 and ``list_keys`` never sees one. Resumable objects (tus uploads) are appended to in
-``<bucket dir>/.resumable/`` (``storage.localdisk_resumable``), which neither ``list_keys``
-nor ``cleanup_incomplete`` touch. All buckets must sit on one filesystem (``move`` is a
+``<bucket dir>/.resumable/`` (``storage.localdisk_resumable``), and direct uploads' parts
+(upload areas) in ``<bucket dir>/.direct/`` (``storage.localdisk_direct``): neither
+``list_keys`` nor ``cleanup_incomplete`` touch them. All buckets must sit on one filesystem (``move`` is a
 rename).
 
 Signed URLs name the *logical* bucket (``quarantine``, ``perm``, ``reject``): the download
@@ -38,6 +39,7 @@ from core.settings import Settings
 from core.signing import sign_download_url
 from storage import BUCKETS, ObjectWriter, Storage, StorageUnavailable, object_age
 from storage.disposition import base_name
+from storage.localdisk_direct import DIRECT_DIR, LocalDiskDirect
 from storage.localdisk_resumable import RESUMABLE_DIR, LocalDiskResumable
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ UNAVAILABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.E
 # 0.38-0.40 s without, 0.22-0.24 s with). Elsewhere the fsync does it all.
 WRITE_BEHIND = 8 * 1024 * 1024
 _SYNC_FILE_RANGE_WRITE = 2
+# what no key may start with: writes in progress, tus objects, direct uploads' parts
+HIDDEN_DIRS = (INCOMPLETE_DIR, RESUMABLE_DIR, DIRECT_DIR)
 # the health check writes this much (not synced) to each bucket's .incomplete and removes it
 PROBE_BYTES = 4096
 
@@ -96,8 +100,7 @@ def _check_key(key: str) -> None:
     if "\x00" in key or key.startswith("/"):
         raise ValueError(f"invalid object key {key!r}")
     parts = key.split("/")
-    if any(part in ("", ".", "..") for part in parts) or parts[0] in (INCOMPLETE_DIR,
-                                                                       RESUMABLE_DIR):
+    if any(part in ("", ".", "..") for part in parts) or parts[0] in HIDDEN_DIRS:
         raise ValueError(f"invalid object key {key!r}")
 
 
@@ -188,7 +191,7 @@ class LocalDiskWriter(ObjectWriter):
             os.close(fd)
 
 
-class LocalDiskStorage(LocalDiskResumable, Storage):
+class LocalDiskStorage(LocalDiskResumable, LocalDiskDirect, Storage):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._roots = {
@@ -282,7 +285,7 @@ class LocalDiskStorage(LocalDiskResumable, Storage):
         root = self._root(bucket)
         for dirpath, dirnames, filenames in os.walk(root):
             if Path(dirpath) == root:
-                dirnames[:] = [d for d in dirnames if d not in (INCOMPLETE_DIR, RESUMABLE_DIR)]
+                dirnames[:] = [d for d in dirnames if d not in HIDDEN_DIRS]
             dirnames.sort()
             relative = Path(dirpath).relative_to(root)
             for name in sorted(filenames):

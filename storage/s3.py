@@ -22,7 +22,9 @@ Limits: 10,000 parts, so at most 80 GiB per object at the default part size. ``m
 ``CopyObject`` + ``DeleteObject`` (a managed multipart copy above 5 GiB).
 
 Resumable objects (tus uploads) are multipart uploads under ``resumable/`` kept across
-requests, with short tails in ``.resumable/`` objects (``storage.s3_resumable``).
+requests, with short tails in ``.resumable/`` objects (``storage.s3_resumable``). Upload
+areas' direct uploads (presigned part URLs), prefix listing and object tags are in
+``storage.s3_direct``.
 
 ``cleanup_incomplete(min_age)`` aborts the unfinished multipart uploads in the three
 buckets, but the resumable ones, that are older than ``min_age`` (``storage.s3_cleanup``).
@@ -54,6 +56,7 @@ from core.settings import Settings
 from storage import BUCKETS, ObjectWriter, Storage, StorageUnavailable
 from storage.disposition import content_disposition
 from storage.s3_cleanup import S3Cleanup
+from storage.s3_direct import S3Direct
 from storage.s3_resumable import TAIL_PREFIX, S3Resumable
 from storage.s3buckets import BucketKeepingClient
 
@@ -245,7 +248,7 @@ def _make_client(settings: Settings) -> Any:
     return session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
 
 
-class S3Storage(S3Cleanup, S3Resumable, Storage):
+class S3Storage(S3Cleanup, S3Resumable, S3Direct, Storage):
     def __init__(
         self,
         settings: Settings,

@@ -4,8 +4,8 @@
 Ages are ``storage.object_age``: the smaller of what S3 reports, on S3's own clock (the
 listing's ``Date`` header minus ``LastModified`` or ``Initiated``), and what the object key
 tells. moto answers a fixed 2010 date for every multipart upload's ``Initiated``; the key
-then keeps a live upload young. Multipart uploads under ``resumable/`` (tus) are their
-owner's and left alone.
+then keeps a live upload young. Multipart uploads under ``resumable/`` (tus) and ``areas/`` (upload
+areas' direct uploads) are their owner's and left alone.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from storage import RESUMABLE_PREFIX, object_age
+from storage import object_age, owned
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ class S3Cleanup:
                     now = _backend_now(page)
                     for upload in page.get("Uploads", ()):
                         key = upload["Key"]
-                        if key.startswith(RESUMABLE_PREFIX):
-                            continue  # a resumable upload's: its owner discards it
+                        if owned(key):
+                            continue  # a resumable upload's or an area's: its owner's
                         age = object_age(key, now - upload["Initiated"].timestamp())
                         if age > min_age:
                             removed += self._abort_upload(name, key, upload["UploadId"])
