@@ -38,6 +38,7 @@ from pull.role import ProviderError, PullRole
 from pull.role import preflight as pull_preflight
 from upload.app import make_app
 from validators import UnknownValidator, build_loops, preflight, without_validator
+from validators.config import validator_config
 from validators.redrive import redrive
 from watcher.config import preflight as watcher_preflight
 from watcher.service import Watcher, status_app
@@ -85,8 +86,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run_redrive(settings: Settings, service: str, idle: float) -> int:
-    known = set(settings.valid_upload_types) | set(settings.validators) \
-        | set(settings.validator_commands)
+    try:
+        config = validator_config(settings)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    known = set(settings.valid_upload_types) | set(config.checks) | set(config.commands)
     if service not in known:
         print(f"configuration error: no service {service!r}; known: {', '.join(sorted(known))}",
               file=sys.stderr)
@@ -261,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.role in ("all", "validator"):
         try:
             preflight(settings, args.name if args.role == "validator" else "all")
-        except (UnknownValidator, FileNotFoundError) as exc:
+        except (UnknownValidator, FileNotFoundError, SettingsError) as exc:
             print(f"configuration error: {exc}", file=sys.stderr)
             return 2
     if args.role == "redrive":

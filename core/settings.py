@@ -18,7 +18,7 @@ class SettingsError(ValueError):
     """A configuration variable has a value we cannot use."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -31,7 +31,7 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -56,7 +56,7 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
-def _list(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+def env_list(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
     raw = env.get(name) or default
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
@@ -76,53 +76,9 @@ def _name_pattern(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
-def _validator_settings(env: Mapping[str, str], services: tuple[str, ...]) -> dict[str, Any]:
-    """VALIDATORS (service:check[+check],...), VALIDATOR_COMMAND_<SERVICE> (shlex-split),
-    VALIDATOR_TIMEOUT_<SERVICE>, VALIDATOR_WORKERS, VALIDATOR_MAX_ATTEMPTS (validators/)."""
-    from validators import CHECKS, DEFAULT_VALIDATORS  # lazy: the registry is import-light
-
-    def known(service: str, name: str) -> str:
-        if service not in services:
-            raise SettingsError(f"{name}: {service!r} is not in VALID_UPLOAD_TYPES")
-        return service
-
-    checks: dict[str, tuple[str, ...]] = {}
-    for entry in _list(env, "VALIDATORS", DEFAULT_VALIDATORS):
-        service, _, names = entry.partition(":")
-        parts = tuple(n.strip() for n in names.split("+") if n.strip())
-        if not parts or any(n not in CHECKS for n in parts):
-            raise SettingsError(f"VALIDATORS: {entry!r} must be service:check[+check] with "
-                                f"checks among {', '.join(sorted(CHECKS))}")
-        if env.get("VALIDATORS") or service.strip() in services:  # defaults only if served
-            checks[known(service.strip(), "VALIDATORS")] = parts
-    commands: dict[str, tuple[str, ...]] = {}
-    timeouts: dict[str, float] = {}
-    for service in services:
-        suffix = env_suffix(service)
-        raw = env.get(f"VALIDATOR_COMMAND_{suffix}")
-        if raw:
-            try:
-                argv = tuple(shlex.split(raw))
-            except ValueError as exc:
-                raise SettingsError(f"VALIDATOR_COMMAND_{suffix}: {exc}") from None
-            if not argv:
-                raise SettingsError(f"VALIDATOR_COMMAND_{suffix} is empty")
-            commands[service] = argv
-        timeouts[service] = _float(env, f"VALIDATOR_TIMEOUT_{suffix}", 300.0)
-    prefix = "VALIDATOR_COMMAND_"
-    for name in env:
-        if name.startswith(prefix) and env[name] and not any(
-                name == prefix + env_suffix(s) for s in services):
-            raise SettingsError(f"{name}: no such service in VALID_UPLOAD_TYPES")
-    return {"validators": checks, "validator_commands": commands,
-            "validator_timeouts": timeouts,
-            "validator_workers": _int(env, "VALIDATOR_WORKERS", 4, minimum=1),
-            "validator_max_attempts": _int(env, "VALIDATOR_MAX_ATTEMPTS", 3, minimum=1)}
-
-
 def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """``*`` or comma-separated origins (``scheme://host[:port]``) allowed by CORS."""
-    origins = _list(env, name, "")
+    origins = env_list(env, name, "")
     for origin in origins:
         if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
             raise SettingsError(f"{name}: {origin!r} is not * or scheme://host[:port]")
@@ -130,7 +86,7 @@ def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 
 
 def _port(env: Mapping[str, str]) -> int:
-    port = _int(env, "LISTEN_PORT", 8888, minimum=0)
+    port = env_int(env, "LISTEN_PORT", 8888, minimum=0)
     if port > 65535:
         raise SettingsError(f"LISTEN_PORT must be a port number (0-65535), got {port}")
     return port
@@ -166,7 +122,7 @@ def _kafka(env: Mapping[str, str]) -> str | None:
 
 
 def _services(env: Mapping[str, str]) -> tuple[str, ...]:
-    services = _list(env, "VALID_UPLOAD_TYPES", "advisor,testareno,assets")
+    services = env_list(env, "VALID_UPLOAD_TYPES", "advisor,testareno,assets")
     if not services:
         raise SettingsError("VALID_UPLOAD_TYPES names no service")
     for service in services:
@@ -241,11 +197,6 @@ class Settings:
     upload_threads: int = 16
     bus_retention_hours: float = 168.0
     asset_name_pattern: str = DEFAULT_ASSET_NAME_PATTERN
-    validators: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    validator_commands: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    validator_timeouts: Mapping[str, float] = field(default_factory=dict)
-    validator_workers: int = 4
-    validator_max_attempts: int = 3
     http_idle_timeout: float = 60.0
     http_body_timeout: float = 600.0
     shutdown_grace: float = 30.0
@@ -255,6 +206,10 @@ class Settings:
     tus_expiry: int = 86400
     tus_lease_seconds: int = 30
     tus_cors_origins: tuple[str, ...] = ()
+    # the environment it was read from: packages read and check their own variables from
+    # it at start-up (validators/config.py, watcher/config.py), so that this module
+    # imports nothing of the packages that use it
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def buckets(self) -> dict[str, str]:
@@ -292,34 +247,34 @@ class Settings:
             s3_endpoint_url=_http_url(env, "S3_ENDPOINT_URL"),
             kafka_servers=_kafka(env),
             database_url=_database_url(env, workdir),
-            max_length=_int(env, "MAX_LENGTH", 104857600, minimum=1),
+            max_length=env_int(env, "MAX_LENGTH", 104857600, minimum=1),
             valid_upload_types=services,
-            validation_timeout=_int(env, "VALIDATION_TIMEOUT", 3600, minimum=1),
+            validation_timeout=env_int(env, "VALIDATION_TIMEOUT", 3600, minimum=1),
             watch_dir=Path(watch_dir).resolve() if watch_dir else None,
             watch_rules=env.get("WATCH_RULES") or None,
-            watch_quiet_seconds=_float(env, "WATCH_QUIET_SECONDS", 2.0),
-            watch_concurrency=_int(env, "WATCH_CONCURRENCY", 8, minimum=1),
-            watch_max_ratio=_float(env, "WATCH_MAX_RATIO", 200.0),
-            watch_max_members=_int(env, "WATCH_MAX_MEMBERS", 10000, minimum=1),
+            watch_quiet_seconds=env_float(env, "WATCH_QUIET_SECONDS", 2.0),
+            watch_concurrency=env_int(env, "WATCH_CONCURRENCY", 8, minimum=1),
+            watch_max_ratio=env_float(env, "WATCH_MAX_RATIO", 200.0),
+            watch_max_members=env_int(env, "WATCH_MAX_MEMBERS", 10000, minimum=1),
             pull_providers=Path(env["PULL_PROVIDERS"]).resolve() if env.get("PULL_PROVIDERS")
             else None,
             gpg_home=Path(env["GPG_HOME"]).resolve() if env.get("GPG_HOME") else None,
             gpg_passphrase=env.get("GPG_PASSPHRASE") or None,
             identity_required=_bool(env, "IDENTITY_REQUIRED", False),
-            url_expiry=_int(env, "URL_EXPIRY", 86400, minimum=1),
+            url_expiry=env_int(env, "URL_EXPIRY", 86400, minimum=1),
             url_signing_key=_signing_key(env, workdir),
             test_validator_verdict=verdict,
-            upload_threads=_int(env, "UPLOAD_THREADS", 16, minimum=1),
-            bus_retention_hours=_float(env, "BUS_RETENTION_HOURS", 168.0),
+            upload_threads=env_int(env, "UPLOAD_THREADS", 16, minimum=1),
+            bus_retention_hours=env_float(env, "BUS_RETENTION_HOURS", 168.0),
             asset_name_pattern=_name_pattern(env, "ASSET_NAME_PATTERN",
                                              DEFAULT_ASSET_NAME_PATTERN),
-            **_validator_settings(env, services),
-            http_idle_timeout=_float(env, "HTTP_IDLE_TIMEOUT", 60.0),
-            http_body_timeout=_float(env, "HTTP_BODY_TIMEOUT", 600.0),
-            shutdown_grace=_float(env, "SHUTDOWN_GRACE", 30.0),
-            ingest_deadline=_float(env, "INGEST_DEADLINE",
-                                   _float(env, "HTTP_BODY_TIMEOUT", 600.0) + 300.0),
-            tus_expiry=_int(env, "TUS_EXPIRY", 86400, minimum=60),
-            tus_lease_seconds=_int(env, "TUS_LEASE_SECONDS", 30, minimum=3),
+            http_idle_timeout=env_float(env, "HTTP_IDLE_TIMEOUT", 60.0),
+            http_body_timeout=env_float(env, "HTTP_BODY_TIMEOUT", 600.0),
+            shutdown_grace=env_float(env, "SHUTDOWN_GRACE", 30.0),
+            ingest_deadline=env_float(env, "INGEST_DEADLINE",
+                                   env_float(env, "HTTP_BODY_TIMEOUT", 600.0) + 300.0),
+            tus_expiry=env_int(env, "TUS_EXPIRY", 86400, minimum=60),
+            tus_lease_seconds=env_int(env, "TUS_LEASE_SECONDS", 30, minimum=3),
             tus_cors_origins=_origins(env, "TUS_CORS_ORIGINS"),
+            env=dict(env),
         )

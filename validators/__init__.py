@@ -2,7 +2,7 @@
 ``platform.upload.validation``. ``loop.py`` holds the loop every validator shares; each other
 module is one check.
 
-Which services get which checks (parsed and checked by ``core.settings``):
+Which services get which checks (parsed and checked by ``validators.config``):
 - ``VALIDATORS``: ``service:check[+check…],…``, default ``testareno:test,assets:obj``
   (entries for services not in ``VALID_UPLOAD_TYPES`` are dropped from the default only).
   Built-in checks: ``test`` (answers ``TEST_VALIDATOR_VERDICT``), ``archive``
@@ -21,19 +21,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the registry stays import-light: core.settings reads CHECKS
+from validators.config import validator_config
+
+if TYPE_CHECKING:
     from bus import Bus
     from core.settings import Settings
     from validators.loop import Check, ValidatorLoop
 
-# check name -> "module:factory"; factories take the settings and return a Check
-CHECKS = {
-    "test": "validators.testareno:from_settings",
-    "archive": "validators.archive:from_settings",
-    "mime": "validators.mimecheck:from_settings",
-    "obj": "validators.objcheck:from_settings",
-}
-DEFAULT_VALIDATORS = "testareno:test,assets:obj"
+from validators.registry import CHECKS, DEFAULT_VALIDATORS
+
+__all__ = ["CHECKS", "DEFAULT_VALIDATORS", "UnknownValidator", "build_loops", "check_for",
+           "preflight", "services_for", "without_validator"]
 
 
 class UnknownValidator(ValueError):
@@ -47,12 +45,13 @@ def _factory(name: str) -> Any:
 
 def services_for(settings: "Settings", name: str) -> list[str]:
     """The services whose loop role ``validator NAME`` runs."""
-    configured = sorted(set(settings.validators) | set(settings.validator_commands))
+    config = validator_config(settings)
+    configured = sorted(set(config.checks) | set(config.commands))
     if name == "all":
         return configured
     if name in configured:
         return [name]
-    users = [s for s in configured if name in settings.validators.get(s, ())]
+    users = [s for s in configured if name in config.checks.get(s, ())]
     if not users:
         known = ", ".join(["all", *configured, *sorted(CHECKS)])
         raise UnknownValidator(f"no validator {name!r} is configured; known: {known}")
@@ -71,10 +70,11 @@ def check_for(settings: "Settings", service: str) -> "Check":
     from validators.command import CommandCheck
     from validators.loop import chain
 
-    checks = [_factory(name)(settings) for name in settings.validators.get(service, ())]
-    argv = settings.validator_commands.get(service)
+    config = validator_config(settings)
+    checks = [_factory(name)(settings) for name in config.checks.get(service, ())]
+    argv = config.commands.get(service)
     if argv:
-        command = CommandCheck(tuple(argv), settings.validator_timeouts.get(service, 300.0))
+        command = CommandCheck(tuple(argv), config.timeouts.get(service, 300.0))
         command.verify()
         checks.append(command)
     return chain(checks)
@@ -85,16 +85,18 @@ def build_loops(settings: "Settings", bus: "Bus", name: str) -> list["ValidatorL
     ``FileNotFoundError`` for a command that is not installed)."""
     from validators.loop import ValidatorLoop
 
+    config = validator_config(settings)
     return [
         ValidatorLoop(bus, service, check_for(settings, service),
-                      workers=settings.validator_workers,
-                      max_attempts=settings.validator_max_attempts,
+                      workers=config.workers,
+                      max_attempts=config.max_attempts,
                       validation_timeout=settings.validation_timeout)
         for service in services_for(settings, name)
     ]
 
 
 def preflight(settings: "Settings", name: str) -> None:
-    """Fail before start-up for an unknown NAME or a command that is not installed."""
+    """Fail before start-up for a bad variable (``SettingsError``), an unknown NAME or a
+    command that is not installed."""
     for service in services_for(settings, name):
         check_for(settings, service)

@@ -11,6 +11,7 @@ import pytest
 
 from bus.local import LocalBus
 from core.settings import Settings, SettingsError
+from validators.config import validator_config
 from tests.helpers import wait_for
 from tests.validators.conftest import PayloadServer, announce, announcement, read
 from validators import build_loops, preflight
@@ -92,14 +93,15 @@ def test_settings(tmp_path: Path) -> None:
     env = {"WORKDIR": str(tmp_path), "VALIDATOR_COMMAND_ADVISOR": "/usr/bin/check --name 'a b'",
            "VALIDATOR_TIMEOUT_ADVISOR": "2.5", "VALIDATORS": "advisor:archive+mime"}
     settings = Settings.from_env(env)
-    assert settings.validator_commands == {"advisor": ("/usr/bin/check", "--name", "a b")}
-    assert settings.validator_timeouts["advisor"] == 2.5
-    assert settings.validators == {"advisor": ("archive", "mime")}
+    config = validator_config(settings)  # the validators read their own variables
+    assert config.commands == {"advisor": ("/usr/bin/check", "--name", "a b")}
+    assert config.timeouts["advisor"] == 2.5
+    assert config.checks == {"advisor": ("archive", "mime")}
     for bad in ({"VALIDATOR_COMMAND_NOPE": "x"}, {"VALIDATOR_COMMAND_ADVISOR": "'open"},
                 {"VALIDATOR_TIMEOUT_ADVISOR": "0"}, {"VALIDATORS": "advisor:nope"},
                 {"VALIDATORS": "nope:test"}, {"VALIDATOR_MAX_ATTEMPTS": "0"}):
         with pytest.raises(SettingsError):
-            Settings.from_env({"WORKDIR": str(tmp_path), **bad})
+            validator_config(Settings.from_env({"WORKDIR": str(tmp_path), **bad}))
     with pytest.raises(FileNotFoundError):
         preflight(settings, "advisor")  # /usr/bin/check is not installed
 
