@@ -196,7 +196,7 @@ class Runtime:
             self.server.stop()
             try:
                 await asyncio.wait_for(self._drain(), self.services.settings.shutdown_grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 logger.warning("%d uploads still in flight after %.0fs; closing them",
                                self.services.inflight, self.services.settings.shutdown_grace)
                 await self._close_inflight()
@@ -211,7 +211,7 @@ class Runtime:
         try:
             await asyncio.wait_for(self.server.close_all_connections(), 5)
             await self.services.wait_background(5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             logger.warning("partial uploads not all removed at stop; clean-up will")
 
     async def _drain(self) -> None:

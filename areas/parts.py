@@ -31,7 +31,7 @@ T = TypeVar("T")
 class PartHandler(ApiHandler):
     scope = "public"  # the URL's signature is the credential (see auth/web.py)
 
-    def initialize(self, services: Any) -> None:  # type: ignore[override]
+    def initialize(self, services: Any) -> None:
         super().initialize(services)
         parts = gateway_parts(services.storage)
         assert parts is not None

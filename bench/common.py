@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -89,7 +89,7 @@ class Server:
                 self.process.kill()
                 self.process.wait()
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self
 
     def __exit__(self, *exc: object) -> None:

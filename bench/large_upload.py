@@ -13,8 +13,19 @@ import argparse
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from common import (MiB, RssSampler, banner, body_file, cpu_seconds, mib, post_file,
-                    remove_workdir, start_baseline, start_gateway, temp_workdir)
+from common import (
+    MiB,
+    RssSampler,
+    banner,
+    body_file,
+    cpu_seconds,
+    mib,
+    post_file,
+    remove_workdir,
+    start_baseline,
+    start_gateway,
+    temp_workdir,
+)
 
 
 def clear(directory) -> None:  # type: ignore[no-untyped-def]

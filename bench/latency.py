@@ -24,8 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import (ROOT, banner, percentile, remove_workdir, small_body, start_gateway,
-                    temp_workdir)
+from common import ROOT, banner, percentile, remove_workdir, small_body, start_gateway, temp_workdir
 
 from bus import OutMessage, get_bus
 from core.settings import Settings

@@ -15,11 +15,10 @@ import os
 import time
 from typing import Callable
 
+from common import MiB, banner, envelope
 from python_multipart.multipart import MultipartParser, parse_options_header
 from streaming_form_data import StreamingFormDataParser
 from streaming_form_data.targets import BaseTarget
-
-from common import MiB, banner, envelope
 
 
 class Counter(BaseTarget):
@@ -110,13 +109,13 @@ def main() -> None:
         chunks = split(body, chunk_size)
         for name, func in parsers.items():
             assert func(ctype, chunks) == len(payload) or name == "bare loop"
-            seconds = best(lambda: func(ctype, chunks))
+            seconds = best(lambda func=func, chunks=chunks: func(ctype, chunks))
             print(f"large {args.size_mib} MiB in {chunk_size // 1024:4d} KiB chunks  "
                   f"{name:20s} {len(body) / seconds / 1e6:8.0f} MB/s")
     small = head + os.urandom(10_000) + tail
     for name, func in parsers.items():
         assert func(ctype, [small]) == 10_000 or name == "bare loop"
-        seconds = best(lambda: [func(ctype, [small]) for _ in range(args.small)])
+        seconds = best(lambda func=func: [func(ctype, [small]) for _ in range(args.small)])
         print(f"small 10 KB, one chunk, new parser each  {name:20s} "
               f"{1e6 * seconds / args.small:8.1f} us/request")
 

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import MiB, ROOT, body_file, post_file, remove_workdir, start_gateway, temp_workdir
+from common import ROOT, MiB, body_file, post_file, remove_workdir, start_gateway, temp_workdir
 
 OUT = ROOT / "bench" / "profiles"
 

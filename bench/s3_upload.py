@@ -18,9 +18,20 @@ import time
 
 import boto3
 from boto3.s3.transfer import TransferConfig
-
-from common import (MiB, ROOT, RssSampler, banner, body_file, free_port, mib, post_file,
-                    proc_status, remove_workdir, start_gateway, temp_workdir)
+from common import (
+    ROOT,
+    MiB,
+    RssSampler,
+    banner,
+    body_file,
+    free_port,
+    mib,
+    post_file,
+    proc_status,
+    remove_workdir,
+    start_gateway,
+    temp_workdir,
+)
 
 MOTO = ("import sys, time\nfrom moto.server import ThreadedMotoServer\n"
         "server = ThreadedMotoServer(ip_address='127.0.0.1', port=int(sys.argv[1]), verbose=False)\n"

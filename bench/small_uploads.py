@@ -17,8 +17,15 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from common import (banner, cpu_seconds, remove_workdir, small_body, start_baseline,
-                    start_gateway, temp_workdir)
+from common import (
+    banner,
+    cpu_seconds,
+    remove_workdir,
+    small_body,
+    start_baseline,
+    start_gateway,
+    temp_workdir,
+)
 
 LUA = """
 local f = assert(io.open("{body}", "rb"))

@@ -20,7 +20,6 @@ import os
 import time
 
 import rehashes
-
 from common import MiB, banner, remove_workdir, temp_workdir
 
 BLOCK = MiB

@@ -18,8 +18,19 @@ import os
 import time
 from pathlib import Path
 
-from common import (MiB, RssSampler, banner, body_file, cpu_seconds, envelope, mib, post_file,
-                    remove_workdir, start_gateway, temp_workdir)
+from common import (
+    MiB,
+    RssSampler,
+    banner,
+    body_file,
+    cpu_seconds,
+    envelope,
+    mib,
+    post_file,
+    remove_workdir,
+    start_gateway,
+    temp_workdir,
+)
 
 FILETYPE = base64.b64encode(b"application/vnd.redhat.testareno.bench+tgz").decode()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from core.settings import Settings
 
@@ -136,5 +136,5 @@ def get_bus(settings: Settings) -> Bus:
     """Kafka when ``KAFKAMQ`` is set, else the embedded bus (drivers imported lazily)."""
     dotted = DRIVERS["kafka" if settings.kafka_servers else "local"]
     module_name, class_name = dotted.rsplit(".", 1)
-    driver = getattr(importlib.import_module(module_name), class_name)
+    driver: Callable[[Settings], Bus] = getattr(importlib.import_module(module_name), class_name)
     return driver(settings)

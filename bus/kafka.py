@@ -52,7 +52,7 @@ from typing import Any, Callable, Sequence
 from confluent_kafka import Consumer as KConsumer
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Producer as KProducer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # not in its __all__
 
 from bus import Bus, BusUnavailable, Consumer, Message, OutMessage, Producer, Refused
 from bus.quiet import quiet
@@ -120,10 +120,10 @@ class KafkaBus(Bus):
         self._admin: AdminClient | None = None
         self._admin_lock = threading.Lock()
 
-    def producer(self) -> "KafkaProducer":
+    def producer(self) -> KafkaProducer:
         return KafkaProducer(self.servers, self.message_timeout)
 
-    def consumer(self, group: str, topics: Sequence[str]) -> "KafkaConsumer":
+    def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
         return KafkaConsumer(self.servers, group, topics, self.session_timeout)
 
     def create_topics(self, topics: Sequence[str]) -> None:

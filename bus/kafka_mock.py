@@ -86,7 +86,7 @@ class MockKafkaCluster:
         self._brokers = 0
         self._bootstrap = ""
 
-    def start(self, brokers: int = 1) -> "MockKafkaCluster":
+    def start(self, brokers: int = 1) -> MockKafkaCluster:
         if self._mc is not None:
             raise RuntimeError("mock cluster already started")
         err = ctypes.create_string_buffer(512)
@@ -146,7 +146,7 @@ class MockKafkaCluster:
             raise RuntimeError("mock cluster not started")
         return self._mc
 
-    def __enter__(self) -> "MockKafkaCluster":
+    def __enter__(self) -> MockKafkaCluster:
         return self
 
     def __exit__(self, *exc: object) -> None:

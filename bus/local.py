@@ -18,7 +18,8 @@ lease row per topic, renewed by its ``poll`` and ``commit`` (expiry ``lease_seco
 lease was taken over drops what it had fetched and resumes from the committed offset when
 it gets the lease back. A handler that runs longer than the lease between two polls
 may therefore see its message handled again by another member: at least once, and
-consumers dedupe. A paused consumer (``pause``) keeps renewing its leases and takes nothing. Lease expiry uses the wall clock shared by the processes.
+consumers dedupe. A paused consumer (``pause``) keeps renewing its leases and takes
+nothing. Lease expiry uses the wall clock shared by the processes.
 
 Latency: a ``send`` wakes the idle ``poll``s of its topics in the same process at once
 (after its commit); otherwise an idle ``poll`` checks the log every 2 ms, backing off to
@@ -29,8 +30,8 @@ connection per thread and per object.
 Retention: a producer prunes the log at most every ``PRUNE_INTERVAL`` seconds: a message
 older than ``BUS_RETENTION_HOURS`` (168) goes once every group that reads its topic has
 committed past it (a topic nobody has read is pruned by age alone, as Kafka does). A group
-that stops reading therefore holds its topic's log until it is deleted from ``offsets``. All processes must be on
-one machine with a local file system (WAL needs shared memory).
+that stops reading therefore holds its topic's log until it is deleted from ``offsets``.
+All processes must be on one machine with a local file system (WAL needs shared memory).
 """
 from __future__ import annotations
 
@@ -42,9 +43,9 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
-from bus import Bus, BusUnavailable, Consumer, Message, OutMessage, Producer
+from bus import Bus, BusUnavailable, Consumer, Message, OutMessage, Producer, Refused
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -193,9 +194,9 @@ def _write(conn: sqlite3.Connection, statements: Sequence[Statement]) -> list[in
         conn, lambda c: [c.execute(sql, params).rowcount for sql, params in statements])
 
 
-def _read_one(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> tuple | None:
+def _read_one(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> tuple[Any, ...] | None:
     try:
-        row: tuple | None = conn.execute(sql, params).fetchone()
+        row: tuple[Any, ...] | None = conn.execute(sql, params).fetchone()
     except sqlite3.OperationalError as exc:
         raise BusUnavailable(f"local bus: {exc}") from exc
     return row
@@ -215,10 +216,10 @@ class LocalBus(Bus):
         except sqlite3.OperationalError as exc:
             raise BusUnavailable(f"cannot prepare {self.path}: {exc}") from exc
 
-    def producer(self) -> "LocalProducer":
+    def producer(self) -> LocalProducer:
         return LocalProducer(self.path, self.retention)
 
-    def consumer(self, group: str, topics: Sequence[str]) -> "LocalConsumer":
+    def consumer(self, group: str, topics: Sequence[str]) -> LocalConsumer:
         return LocalConsumer(self.path, group, topics, self.lease_seconds)
 
     def create_topics(self, topics: Sequence[str]) -> None:
@@ -259,7 +260,7 @@ class LocalProducer(Producer):
                         self._retention / 3600)
         return deleted
 
-    def send(self, messages: Sequence[OutMessage], timeout: float) -> list[bool]:
+    def send(self, messages: Sequence[OutMessage], timeout: float) -> list[bool | Refused]:
         """Append every message in one transaction: all acknowledged, or BusUnavailable."""
         if not messages:
             return []

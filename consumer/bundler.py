@@ -57,7 +57,7 @@ class ClaimLost(Exception):
 
 
 def backoff(attempts: int) -> float:
-    return min(MAX_BACKOFF, 0.5 * 2 ** attempts)
+    return float(min(MAX_BACKOFF, 0.5 * 2 ** attempts))
 
 
 def blocker(files: Sequence[PlanFile]) -> str | None:

@@ -63,7 +63,7 @@ def headers(topic: str, value: bytes) -> tuple[tuple[str, bytes], ...]:
 
 
 def backoff(attempts: int) -> float:
-    return min(MAX_BACKOFF, 0.2 * 2 ** attempts)
+    return float(min(MAX_BACKOFF, 0.2 * 2 ** attempts))
 
 
 class OutboxRelay:

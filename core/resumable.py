@@ -5,9 +5,10 @@ An upload is a ``tus_uploads`` row (db/tus.py) and an incomplete object in quara
 (``storage.ResumableStorage``). Whoever writes holds the row's lease (a database lease a
 dead holder loses after ``TUS_LEASE_SECONDS``, default 30, renewed by a live one every
 third of it). A ``Session`` appends blocks through the storage driver while hashing
-them, and a checkpoint makes them durable in storage *before* it records the new offset with the storage state and the hash state: an offset
-the database holds (and so any offset a client was told) is always backed by stored
-bytes; bytes past it are dropped by the next writer.
+them, and a checkpoint makes them durable in storage *before* it records the new offset
+with the storage state and the hash state: an offset the database holds (and so any
+offset a client was told) is always backed by stored bytes; bytes past it are dropped by
+the next writer.
 
 The whole-payload sha256 (and sha1 for ``assets`` uploads, whose asset-transfer events
 carry it) is computed as the bytes arrive, with ``rehashes`` hashers whose state is
@@ -81,7 +82,7 @@ class HashState:
     def dump(self) -> bytes:
         first = self.sha256.serialize()
         second = self.sha1.serialize() if self.sha1 is not None else b""
-        return struct.pack(">HH", len(first), len(second)) + first + second
+        return bytes(struct.pack(">HH", len(first), len(second)) + first + second)
 
     def digests(self) -> dict[str, str]:
         found = {"sha256": self.sha256.finalize()}
@@ -131,7 +132,7 @@ class Lease:
 class Session:
     """Appends to one upload under a held lease. Blocking, one thread at a time."""
 
-    def __init__(self, resumable: "Resumable", row: dict[str, Any], token: str,
+    def __init__(self, resumable: Resumable, row: dict[str, Any], token: str,
                  checksum: Any | None = None) -> None:
         self.resumable = resumable
         self.row = row

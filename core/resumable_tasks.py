@@ -121,7 +121,7 @@ class ResumableSweeper:
 
     def sweep(self, now: dt.datetime | None = None) -> int:
         """One pass; returns how many uploads it acted on."""
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         stale = now - dt.timedelta(seconds=STALE_LEASES * self.resumable.lease_seconds)
         acted = 0
         for row in self.database.tus_due(now, stale):
@@ -139,7 +139,7 @@ class ResumableSweeper:
         token = secrets.token_hex(16)
         resumable = self.resumable
         expires_at = row["expires_at"]
-        expires_at = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=dt.timezone.utc)
+        expires_at = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=dt.UTC)
         if row["state"] == "complete":
             leased = resumable.acquire(row["id"], token, ("complete",))
             return int(leased is not None and resumable.finish(leased, token))

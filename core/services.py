@@ -41,7 +41,7 @@ class Services:
         self.inflight = 0  # uploads being received; a graceful stop waits for them
 
     @classmethod
-    def build(cls, settings: Settings) -> "Services":
+    def build(cls, settings: Settings) -> Services:
         settings.workdir.mkdir(parents=True, exist_ok=True)
         database = Database(settings.database_url)
         database.migrate()

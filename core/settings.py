@@ -8,10 +8,9 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 
 class SettingsError(ValueError):
@@ -221,7 +220,7 @@ class Settings:
         return self.workdir / "bus.sqlite"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         workdir = _workdir(env)
         port = _port(env)

@@ -35,7 +35,7 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO, Collection, Union
+from typing import IO, BinaryIO, Collection
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ RATIO_FLOOR = 1024 * 1024
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 GPG_SUFFIXES = (".gpg", ".pgp")
 _ARCHIVE_ERRORS = (OSError, EOFError, zlib.error, tarfile.TarError)
-Input = Union[Path, BinaryIO]  # a path, or a file open for reading at its start
+Input = Path | BinaryIO  # a path, or a file open for reading at its start
 STEPS = ("decrypt", "untar", "gunzip")
 TEMP_SUFFIXES = ("~", ".part", ".partial", ".tmp", ".crdownload")
 
@@ -106,7 +106,7 @@ class Decryptor:
     """python-gnupg over the ``gpg`` binary, with the keyring in ``home`` (GPG_HOME)."""
 
     def __init__(self, home: Path | None, passphrase: str | None) -> None:
-        import gnupg  # type: ignore[import-untyped]  # only rules with decrypt need it
+        import gnupg  # only rules with decrypt need it
 
         self.passphrase = passphrase
         try:
@@ -167,7 +167,7 @@ def untar(source: Input, work: Path, limits: Limits) -> list[tuple[str, Path]]:
     members: list[tuple[str, Path]] = []
     opened = {"name": source} if isinstance(source, Path) else {"fileobj": source}
     try:
-        with tarfile.open(mode="r|*", **opened) as archive:  # type: ignore[call-overload]
+        with tarfile.open(mode="r|*", **opened) as archive:
             for count, member in enumerate(archive, 1):
                 if count > limits.max_members:
                     raise StepError("archive_bomb", f"more than {limits.max_members} entries")

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError as AlembicError
-from sqlalchemy import Connection, bindparam, insert, select, text, update
+from sqlalchemy import BindParameter, Connection, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bus.topics import PAYLOAD_STATUS
@@ -69,7 +69,7 @@ class MigrationError(RuntimeError):
 # fresh select()/update() with literal values costs its cache-key generation and bind
 # construction on every call (most of the relay's and the verdict loop's CPU in
 # bench/profile_gateway.py). Values travel as bind parameters.
-_IDS = bindparam("ids", expanding=True)
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 _GET_UPLOAD = select(uploads).where(uploads.c.request_id == bindparam("rid"))
 _UPLOAD_EXISTS = select(uploads.c.request_id).where(uploads.c.request_id == bindparam("rid"))
 _UPLOADS_BY_IDS = select(uploads).where(uploads.c.request_id.in_(_IDS))

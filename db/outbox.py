@@ -104,7 +104,7 @@ class OutboxQueries:
         rows = conn.execute(_claim_statement(limit), {
             "now": now, "me": uuid.uuid4().hex,
             "until": now + dt.timedelta(seconds=lease_seconds)}).all()
-        rows.sort()  # RETURNING gives no order; the id is first
+        rows = sorted(rows)  # RETURNING gives no order; the id is first
         return [OutboxRow(*r) for r in rows]
 
     def outbox_sent(self, sent: Sequence[OutboxRow]) -> None:

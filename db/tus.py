@@ -85,8 +85,8 @@ class TusQueries:
 
     engine: Any
     _begin: Callable[..., AbstractContextManager[Connection]]
-    _advance: Callable[[Connection, str, str, "str | None"], bool]
-    _event: Callable[[Connection, str, str, "str | None"], bool]
+    _advance: Callable[[Connection, str, str, str | None], bool]
+    _event: Callable[[Connection, str, str, str | None], bool]
     _enqueue: Callable[[Connection, Sequence[OutboxItem]], None]
     _status_item: Callable[[dict[str, Any], str, str], OutboxItem]
 

@@ -170,7 +170,7 @@ class Download:
         finally:
             try:
                 await asyncio.wait_for(handle.close(), 5)
-            except (asyncio.TimeoutError, *CONNECTION_ERRORS):
+            except (TimeoutError, *CONNECTION_ERRORS):
                 pass
 
     async def _copy(self, handle: Any, offset: int) -> None:

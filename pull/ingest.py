@@ -21,7 +21,7 @@ import tempfile
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.exc import IntegrityError
 
@@ -110,7 +110,7 @@ class PullIngest:
 
     def _prepare(self, source: Path, name: str, work: Path) -> list[tuple[Prepared, Digest]]:
         prepared = prepare(source, name, self.provider.steps, work, self.limits, self.decryptor)
-        found = [(item, digest(item.path)) for item in prepared]
+        found = [(item, digest(cast(Path, item.path))) for item in prepared]
         for item, item_digest in found:
             if item_digest.size > self.limits.max_bytes:
                 raise StepError("too_large", f"{item.name} is larger than MAX_LENGTH")
@@ -138,7 +138,7 @@ class PullIngest:
         events = (asset_events(item.name, found.sha1, request_id)
                   if self.provider.service == ASSETS else [])
         try:
-            await self._store(payload, item.path, found.size, events)
+            await self._store(payload, cast(Path, item.path), found.size, events)
         except IntegrityError:
             if await self._run(database.get_upload, request_id) is None:
                 raise

@@ -23,6 +23,7 @@ retries with backoff),
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import posixpath
 import stat
@@ -100,7 +101,7 @@ class Session:
         self.conn: asyncssh.SSHClientConnection | None = None
         self.sftp: asyncssh.SFTPClient | None = None
 
-    async def __aenter__(self) -> "Session":
+    async def __aenter__(self) -> Session:
         p = self.provider
         options: dict[str, Any] = {
             "port": p.port, "username": p.user, "known_hosts": known_hosts(p), "config": None,
@@ -133,7 +134,7 @@ class Session:
             self.conn.close()
             try:
                 await asyncio.wait_for(self.conn.wait_closed(), 5)
-            except (asyncio.TimeoutError, *CONNECTION_ERRORS):
+            except (TimeoutError, *CONNECTION_ERRORS):
                 pass
             self.conn = None
 
@@ -190,7 +191,7 @@ class Session:
         found.sort(key=lambda remote: remote.path)
         return found, skipped
 
-    async def _scan(self, path: str) -> list[asyncssh.SFTPName]:
+    async def _scan(self, path: str) -> builtins.list[asyncssh.SFTPName]:
         return [entry async for entry in self.client().scandir(path)]
 
     def _wanted(self, relative: str) -> bool:

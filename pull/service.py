@@ -123,7 +123,7 @@ class Puller:
             event = self._wakes[name]
             try:
                 await asyncio.wait_for(event.wait(), self.poll_seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             event.clear()
 

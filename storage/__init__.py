@@ -19,7 +19,7 @@ import importlib
 import secrets
 import time
 from abc import ABC, abstractmethod
-from typing import Any, BinaryIO, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 from core.settings import Settings
 
@@ -238,5 +238,5 @@ def get_storage(settings: Settings) -> Storage:
             f"unknown STORAGE_DRIVER {settings.storage_driver!r}; use one of {sorted(DRIVERS)}"
         ) from None
     module_name, class_name = dotted.rsplit(".", 1)
-    driver = getattr(importlib.import_module(module_name), class_name)
+    driver: Callable[[Settings], Storage] = getattr(importlib.import_module(module_name), class_name)
     return driver(settings)

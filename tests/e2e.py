@@ -30,7 +30,7 @@ class Gateway:
         self.log = Path(env["WORKDIR"]) / f"gateway-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "Gateway":
+    def start(self) -> Gateway:
         Path(self.env["WORKDIR"]).mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "app.py"), *self.role], cwd=ROOT, env=self.env,

@@ -72,7 +72,7 @@ def test_validation_timeout_rejects_and_ignores_late_verdicts(tmp_path: Path) ->
         final = wait_for(lambda: (s := gateway.status(request_id))["status"] == "rejected" and s, 20)
         assert final and final["reason"] == "timeout", gateway.status(request_id)
         assert [e["message"] for e in final["timeline"] if e["status"] == "rejected"] == ["timeout"]
-        seen = []
+        seen: list[Any] = []
         deadline = time.monotonic() + 20
         while not any(m["status"] == "rejected" for m in seen) and time.monotonic() < deadline:
             message = statuses.poll(0.2)
@@ -116,7 +116,8 @@ def test_archive_and_command_validators_in_the_all_in_one(tmp_path: Path) -> Non
             ids[name] = answer["request_id"]
         for name, reason in cases.items():
             final = "available" if reason is None else "rejected"
-            status = wait_for(lambda: (s := gateway.status(ids[name]))["status"] == final and s, 30)
+            status = wait_for(lambda: (s := gateway.status(ids[name]))["status"]  # noqa: B023
+                              == final and s, 30)  # noqa: B023 - called here, at once
             assert status, gateway.status(ids[name])
             assert reason is None or reason in status["reason"]
     finally:

@@ -29,7 +29,7 @@ TRANSIENT = (StorageUnavailable, BusUnavailable, DBAPIError, OSError)
 
 
 class TusBase(tornado.web.RequestHandler):
-    def initialize(self, services: Services) -> None:  # type: ignore[override]
+    def initialize(self, services: Services) -> None:
         self.services = services
         self.settings_ = services.settings
         assert services.resumable is not None
@@ -231,7 +231,8 @@ class TusBase(tornado.web.RequestHandler):
         self.body_done = True  # from here a disconnect changes nothing: this request records
         await self.pipe.drain()
         session = self.session
-        if self.checksum is not None and session.checksum.digest() != self.checksum.digest:
+        if self.checksum is not None and (session.checksum is None
+                                          or session.checksum.digest() != self.checksum.digest):
             await self.give_back()
             raise TusError("checksum_mismatch", f"the body's {self.checksum.algorithm} does not "
                            "match Upload-Checksum; it was discarded")

@@ -25,7 +25,7 @@ SERVED = ("index.html", "upload.js", "vendor/uppy.min.mjs", "vendor/uppy.min.css
 
 
 class ConfigHandler(tornado.web.RequestHandler):
-    def initialize(self, services: Services) -> None:  # type: ignore[override]
+    def initialize(self, services: Services) -> None:
         self.services = services
 
     def get(self) -> None:

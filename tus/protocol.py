@@ -4,8 +4,8 @@ their statuses."""
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import binascii
+import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass
@@ -160,5 +160,5 @@ def parse_concat(raw: str | None) -> tuple[str, list[str]] | None:
 def http_date(value: Any) -> str:
     """RFC 7231 date (``Upload-Expires``); a naive time (SQLite's) is UTC."""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return format_datetime(value.astimezone(dt.timezone.utc), usegmt=True)
+        value = value.replace(tzinfo=dt.UTC)
+    return format_datetime(value.astimezone(dt.UTC), usegmt=True)

@@ -28,7 +28,7 @@ MAX_BODY = 64 * 1024
 
 
 class CallbackHandler(ApiHandler):
-    def initialize(self, services: Services) -> None:  # type: ignore[override]
+    def initialize(self, services: Services) -> None:
         super().initialize(services)
         verdicts = VerdictHandler(services.settings, services.storage, services.database,
                                   services.relay.wake)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from tornado.http1connection import HTTP1Connection
 from tornado.web import stream_request_body
 
 from bus import BusUnavailable
@@ -28,7 +29,7 @@ ENVELOPE = 1024 * 1024
 
 @stream_request_body
 class UploadHandler(ApiHandler):
-    def initialize(self, services: Services) -> None:  # type: ignore[override]
+    def initialize(self, services: Services) -> None:
         super().initialize(services)
         self.started = time.monotonic()
         self.writer: PayloadWriter | None = None
@@ -78,7 +79,8 @@ class UploadHandler(ApiHandler):
         if length is not None and length.isdigit() and int(length) > settings.max_length + ENVELOPE:
             raise ApiError("upload_too_large",
                            f"payload exceeds the limit of {settings.max_length} bytes")
-        self.request.connection.set_max_body_size(settings.max_length + 2 * ENVELOPE)
+        connection = cast(HTTP1Connection, self.request.connection)
+        connection.set_max_body_size(settings.max_length + 2 * ENVELOPE)
         self.stream = MultipartStream(self.request.headers)
 
     async def data_received(self, chunk: bytes) -> None:

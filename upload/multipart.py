@@ -15,7 +15,8 @@ that streaming-form-data is faster did not hold.
 """
 from __future__ import annotations
 
-from python_multipart.multipart import FormParserError, MultipartParser, parse_options_header
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from core import intake
 from core.intake import IntakeError, Route
@@ -40,7 +41,7 @@ def route(content_type: str | None, valid_services: tuple[str, ...]) -> Route:
 
 
 def _boundary(headers: object) -> bytes:
-    content_type = headers.get("Content-Type", "")  # type: ignore[attr-defined]
+    content_type = str(headers.get("Content-Type", ""))  # type: ignore[attr-defined]
     for param in content_type.split(";")[1:]:
         name, _, value = param.strip().partition("=")
         if name.lower() == "boundary" and 0 < len(value.strip('"')) <= 200:

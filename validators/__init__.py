@@ -43,7 +43,7 @@ def _factory(name: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
-def services_for(settings: "Settings", name: str) -> list[str]:
+def services_for(settings: Settings, name: str) -> list[str]:
     """The services whose loop role ``validator NAME`` runs."""
     config = validator_config(settings)
     configured = sorted(set(config.checks) | set(config.commands))
@@ -58,7 +58,7 @@ def services_for(settings: "Settings", name: str) -> list[str]:
     return users
 
 
-def without_validator(settings: "Settings") -> list[str]:
+def without_validator(settings: Settings) -> list[str]:
     """The services of ``VALID_UPLOAD_TYPES`` that no validator of this deployment's
     configuration serves: their uploads wait for one outside (on their topic, or through
     the callback URL) and are rejected after ``VALIDATION_TIMEOUT`` otherwise."""
@@ -66,7 +66,7 @@ def without_validator(settings: "Settings") -> list[str]:
     return [s for s in settings.valid_upload_types if s not in served]
 
 
-def check_for(settings: "Settings", service: str) -> "Check":
+def check_for(settings: Settings, service: str) -> Check:
     from validators.command import CommandCheck
     from validators.loop import chain
 
@@ -80,7 +80,7 @@ def check_for(settings: "Settings", service: str) -> "Check":
     return chain(checks)
 
 
-def build_loops(settings: "Settings", bus: "Bus", name: str) -> list["ValidatorLoop"]:
+def build_loops(settings: Settings, bus: Bus, name: str) -> list[ValidatorLoop]:
     """One loop per service that ``validator NAME`` runs (raises ``UnknownValidator``, or
     ``FileNotFoundError`` for a command that is not installed)."""
     from validators.loop import ValidatorLoop
@@ -95,7 +95,7 @@ def build_loops(settings: "Settings", bus: "Bus", name: str) -> list["ValidatorL
     ]
 
 
-def preflight(settings: "Settings", name: str) -> None:
+def preflight(settings: Settings, name: str) -> None:
     """Fail before start-up for a bad variable (``SettingsError``), an unknown NAME or a
     command that is not installed."""
     for service in services_for(settings, name):

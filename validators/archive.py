@@ -31,7 +31,6 @@ from typing import Any, BinaryIO
 
 from validators.loop import Verdict
 
-
 TAR_SUFFIXES = ("tgz", "tar.gz", "tar", "tar.bz2", "tar.xz")
 ZIP_SUFFIXES = ("zip",)
 _MAGIC = ((b"\x1f\x8b", "tar"), (b"BZh", "tar"), (b"\xfd7zXZ\x00", "tar"), (b"PK\x03\x04", "zip"),

@@ -291,7 +291,7 @@ class ValidatorLoop:
                 pass
             else:
                 if parsed.tzinfo is None:
-                    parsed = parsed.replace(tzinfo=dt.timezone.utc)
+                    parsed = parsed.replace(tzinfo=dt.UTC)
                 start = parsed.timestamp()
         return start + self.validation_timeout
 
@@ -366,7 +366,7 @@ class ValidatorLoop:
         except MalformedMessage:
             record = {"raw": message.value.decode("utf-8", "replace")}
         record.update(error=error[:4000], attempts=attempts,
-                      failed_at=dt.datetime.now(dt.timezone.utc).isoformat())
+                      failed_at=dt.datetime.now(dt.UTC).isoformat())
         while not self._stop.is_set():
             try:
                 self._send(dead_letter_topic(self.service), message.key, record)

@@ -30,7 +30,6 @@ from core.mime import sniff
 from validators.archive import suffix
 from validators.loop import Verdict
 
-
 SNIFF_BYTES = 64 * 1024
 GZIP = ("application/gzip", "application/x-gzip")
 ALLOWED: dict[str, tuple[str, ...]] = {

@@ -52,7 +52,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from validators.objfast import ARITY, V, VN, VT, FastRuns
+from validators.objfast import ARITY, VN, VT, FastRuns, V
 
 _CHUNK = 1 << 20  # read and decompress in pieces of this size; tests shrink it
 

@@ -17,7 +17,7 @@ from core.steps import Decryptor
 from watcher.rules import DEFAULT_RULES, Rule, RuleError, parse_rules
 
 
-def rules_of(settings: Settings) -> list[Rule]:
+def rules_of(settings: Settings) -> tuple[Rule, ...]:
     """``WATCH_RULES`` (or the default rules), parsed; ``SettingsError`` naming it."""
     try:
         return parse_rules(settings.watch_rules or DEFAULT_RULES, settings.valid_upload_types)

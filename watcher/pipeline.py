@@ -274,7 +274,7 @@ class Pipeline:
                 raise Changed(payload.filename)
             return events
 
-        return await ingestor.finish(writer, messages=same_version)  # type: ignore[no-any-return]
+        return await ingestor.finish(writer, messages=same_version)
 
     async def _copy(self, path: Path | BinaryIO, writer: PayloadWriter) -> None:
         handle = await self._run(_reader, path)

@@ -51,8 +51,8 @@ from watchdog.observers import Observer
 from core import metrics
 from core.services import Services
 from core.steps import Decryptor, Limits
-from watcher.pipeline import FAILED, PROCESSED, Pipeline
 from watcher.config import rules_of
+from watcher.pipeline import FAILED, PROCESSED, Pipeline
 from watcher.rejections import Rejections
 from watcher.rules import DEFAULT_RULES, is_ignored
 from watcher.tracker import Stat, Tracker, open_for_writing, stat_of
@@ -90,7 +90,7 @@ def _regular(path: str) -> bool:
 class _Events(FileSystemEventHandler):
     """Runs in watchdog's thread."""
 
-    def __init__(self, watcher: "Watcher") -> None:
+    def __init__(self, watcher: Watcher) -> None:
         self.watcher = watcher
 
     def on_created(self, event: FileSystemEvent) -> None:

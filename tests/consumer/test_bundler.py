@@ -149,7 +149,7 @@ def test_an_expired_claim_is_taken_over(lab: Lab) -> None:
         claim = plans.claim_bundle(conn, plan_uuid, revision or 0, key, crashed.owner, 60)
     assert isinstance(claim, plans.Claim)
     assert lab.bundler.process(plan_uuid) == "busy"
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     with lab.database.engine.begin() as conn:
         conn.execute(update(treatment_plan_assets).values(claimed_until=past))
     assert lab.bundler.process(plan_uuid) == "bundled"

@@ -40,7 +40,7 @@ class ResumableContract:
     def test_append_across_writers_then_complete(self, storage, pieces) -> None:  # type: ignore[no-untyped-def]
         key = new_key()
         data = os.urandom(sum(pieces))
-        offset, state = 0, {}
+        offset, state = 0, {}  # type: ignore[var-annotated]
         for index, size in enumerate(pieces):
             state = append(storage, key, offset, state, data[offset:offset + size], len(data),
                            final=index == len(pieces) - 1)

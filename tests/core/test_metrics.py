@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-import app  # noqa: F401 - every package that defines metrics is imported
 from prometheus_client import REGISTRY
 
+import app  # noqa: F401 - every package that defines metrics is imported
 from tests.e2e import ROOT
 
 UNITS = ("_seconds", "_bytes", "_files", "_messages", "_files_per_second")

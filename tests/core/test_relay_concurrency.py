@@ -15,7 +15,7 @@ from typing import Sequence
 import pytest
 from sqlalchemy import text
 
-from bus import OutMessage, Producer
+from bus import OutMessage, Producer, Refused
 from bus.kafka import KafkaBus
 from core.relay import OutboxRelay
 from core.settings import Settings
@@ -32,10 +32,10 @@ UPLOADS_BEFORE, UPLOADS_DURING = 600, 600
 class CountingProducer(Producer):
     """The real producer; counts what the broker acknowledged, per message and relay."""
 
-    def __init__(self, inner: Producer, relay: int, tally: "Tally") -> None:
+    def __init__(self, inner: Producer, relay: int, tally: Tally) -> None:
         self.inner, self.relay, self.tally = inner, relay, tally
 
-    def send(self, messages: Sequence[OutMessage], timeout: float) -> list[bool]:
+    def send(self, messages: Sequence[OutMessage], timeout: float) -> list[bool | Refused]:
         results = self.inner.send(messages, timeout)
         self.tally.add(self.relay, [m for m, ok in zip(messages, results) if ok])
         return results

@@ -29,7 +29,7 @@ def run(source: Path, name: str, tmp_path: Path, steps: frozenset[str] = ALL, li
         decryptor: Decryptor | None = None) -> dict[str, bytes]:
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
-    return {item.name: item.path.read_bytes()
+    return {item.name: item.path.read_bytes()  # type: ignore[union-attr]
             for item in prepare(source, name, steps, work, limits, decryptor)}
 
 

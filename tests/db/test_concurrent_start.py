@@ -21,7 +21,6 @@ from db import Database
 from tests.fixtures.db import PG_ADMIN_URL
 from tests.helpers import free_port, wait_for
 
-
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = [["gateway"], ["gateway"], ["validator", "testareno"], ["validator", "obj"], ["bundler"]]
 READY = {"gateway": "gateway listening", "validator": "running", "bundler": "bundler running"}
@@ -80,7 +79,7 @@ def start_rounds(tmp_path: Path, fresh_databases: list[str], kafka_bootstrap: st
                "KAFKAMQ": kafka_bootstrap}
         processes = start_all(workdir, env)
         try:
-            def all_ready() -> bool:
+            def all_ready(processes: list = processes) -> bool:  # type: ignore[type-arg]
                 for process, log in processes:
                     text_ = log.read_text(errors="replace")
                     assert process.poll() is None, f"{log.name} exited:\n{text_[-3000:]}"

@@ -23,7 +23,7 @@ class TcpProxy:
     def port(self) -> int:
         return int(self._listener.getsockname()[1])
 
-    def start(self) -> "TcpProxy":
+    def start(self) -> TcpProxy:
         self._thread.start()
         return self
 

@@ -49,7 +49,7 @@ class Tally:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._lock = threading.Lock()
 
-    def start(self) -> "Tally":
+    def start(self) -> Tally:
         self._thread.start()
         return self
 

@@ -13,8 +13,8 @@ from typing import Any, Iterator
 import pytest
 
 from tests.e2e import Gateway
-from tests.helpers import wait_for
 from tests.faults.tcpproxy import TcpProxy
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.postgres]
 

@@ -23,7 +23,7 @@ from bus.topics import all_topics
 from core.settings import Settings
 from tests.e2e import Gateway
 from tests.faults.tools import bucket_files, port_open, run_concurrently, upload, uploads_table
-from tests.helpers import CT_TESTARENO, multipart, wait_for
+from tests.helpers import CT_TESTARENO, wait_for
 
 
 def incomplete(settings: Settings) -> list[Path]:

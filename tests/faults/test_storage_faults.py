@@ -120,7 +120,7 @@ def test_s3_faults_give_503_leave_nothing_and_the_gateway_keeps_serving(
 class InjectedGateway(Gateway):
     """``python tests/faults/enospc_app.py``: app.py with an ENOSPC switch."""
 
-    def start(self) -> "InjectedGateway":
+    def start(self) -> InjectedGateway:
         Path(self.env["WORKDIR"]).mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [sys.executable, str(HERE / "enospc_app.py"), *self.role], cwd=HERE.parents[1],

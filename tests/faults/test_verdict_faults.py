@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -78,7 +77,8 @@ def test_s3_cut_while_validating_delays_but_rejects_nothing(tmp_path: Path,
         time.sleep(max(0.0, cut + 9 - time.monotonic()))
         proxy.fault = lambda method, path: None
         for request_id in ids:
-            assert wait_for(lambda: gateway.status(request_id)["status"] == "available", 60), \
+            assert wait_for(lambda: gateway.status(request_id)["status"] == "available",  # noqa: B023
+                            60), \
                 gateway.status(request_id)
         assert {m for m, _, _ in proxy.injected} == {"reset", "503", "stall"}
         assert all(gateway.status(r)["reason"] is None for r in ids)

@@ -66,7 +66,7 @@ class PullHarness:
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def start(self, puller: bool = True, **puller_args: Any) -> "PullHarness":
+    def start(self, puller: bool = True, **puller_args: Any) -> PullHarness:
         self.thread.start()
         self.call(self._start(puller, puller_args))
         return self
@@ -92,7 +92,7 @@ class PullHarness:
         self.thread.join(10)
         self.loop.close()
 
-    def __enter__(self) -> "PullHarness":
+    def __enter__(self) -> PullHarness:
         return self if self.thread.is_alive() else self.start()
 
     def __exit__(self, *exc: object) -> None:

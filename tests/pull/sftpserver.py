@@ -44,7 +44,7 @@ class SFTPTestServer:
     def call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
 
-    def start(self) -> "SFTPTestServer":
+    def start(self) -> SFTPTestServer:
         self._thread.start()
         self.call(self._listen())
         return self
@@ -76,7 +76,7 @@ class SFTPTestServer:
         self._thread.join(10)
         self._loop.close()
 
-    def __enter__(self) -> "SFTPTestServer":
+    def __enter__(self) -> SFTPTestServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -53,13 +53,14 @@ def stage(sftp: SFTPTestServer, keyring: Keyring, tmp_path: Path, env: dict[str,
 def pull_and_check(base: str, sftp: SFTPTestServer, metrics_base: str | None) -> None:
     for provider, expected in (("lab", 3), ("meshes", 1)):
         started = call(base, "POST", f"/api/v1/pulls/{provider}")
-        job = wait_for(lambda: (j := call(base, "GET", started["url"]))["state"] in (
+        job = wait_for(lambda: (j := call(base, "GET", started["url"]))["state"] in (  # noqa: B023
             "completed", "failed") and j, timeout=60)
         assert job and job["state"] == "completed", job
         assert job["files"]["ingested"] == expected, job
         request_ids = [r for item in job["items"] for r in item["request_ids"]]
         for request_id in request_ids:
-            status = wait_for(lambda r=request_id: (s := call(base, "GET", f"/api/v1/uploads/{r}"))[
+            status = wait_for(lambda r=request_id: (  # type: ignore[misc]
+                s := call(base, "GET", f"/api/v1/uploads/{r}"))[
                 "status"] == "available" and s, timeout=60)
             assert status, call(base, "GET", f"/api/v1/uploads/{request_id}")
             received = status["timeline"][0]

@@ -14,8 +14,7 @@ import pytest
 
 from core.settings import Settings
 from core.signing import DOWNLOAD_PREFIX, verify_download
-from storage import Storage, StorageUnavailable, get_storage
-from storage import localdisk
+from storage import Storage, StorageUnavailable, get_storage, localdisk
 from storage.localdisk import LocalDiskStorage
 from tests.contracts.resumable_contract import ResumableContract
 from tests.contracts.storage_contract import StorageContract, new_key, put
@@ -144,7 +143,8 @@ def test_layout_and_temporary_file(storage: LocalDiskStorage, tmp_path: Path) ->
 def test_commit_syncs_once(storage: LocalDiskStorage, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "fsync",
+                        lambda fd: (calls.append(fd), real_fsync(fd))[1])  # type: ignore[func-returns-value]
     writer = storage.open_writer("quarantine", new_key())
     for _ in range(64):
         writer.write(b"x" * 100_000)

@@ -239,7 +239,7 @@ def test_reader_is_a_closable_stream(storage: S3Storage) -> None:
     with storage.open_reader("perm", "k") as reader:
         assert reader.read(4) == b"0123"
         buffer = bytearray(3)
-        assert reader.readinto(buffer) == 3 and buffer == b"456"
+        assert reader.readinto(buffer) == 3 and buffer == b"456"  # type: ignore[attr-defined]
         assert reader.read() == b"789"
         assert reader.read(5) == b""
     assert reader.closed

@@ -21,7 +21,7 @@ from tests.e2e import Gateway
 from tests.tus.client import CONTENT_TYPE, Tus
 from tests.tus.stored import status, wait_available
 
-LATER = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3)
+LATER = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_expired_uploads_are_swept_and_answer_410(gateway: Gateway, tus: Tus,
     key = path.rsplit("/", 1)[-1]
     assert services.database.get_tus(key)["object_key"].split("/")[-1] in incomplete(workdir)
     sweeper = ResumableSweeper(services.resumable)
-    assert sweeper.sweep(now=dt.datetime.now(dt.timezone.utc)) == 0  # nothing due yet
+    assert sweeper.sweep(now=dt.datetime.now(dt.UTC)) == 0  # nothing due yet
     assert sweeper.sweep(now=LATER) >= 2
     for gone in (path, partial):
         assert tus.head(gone).status == 410
@@ -69,7 +69,7 @@ def test_a_dead_holder_loses_the_lease(services: Services) -> None:
     session.write(b"a" * 5)
     with services.database.engine.begin() as conn:  # the holder stalls past its lease
         conn.execute(update(tus_uploads).where(tus_uploads.c.id == row["id"])
-                     .values(lease_until=dt.datetime.now(dt.timezone.utc)
+                     .values(lease_until=dt.datetime.now(dt.UTC)
                              - dt.timedelta(seconds=1)))
     taken = resumable.acquire(row["id"], alive)
     assert taken is not None and taken["upload_offset"] == 0
@@ -100,7 +100,7 @@ def test_complete_but_unrecorded_uploads_are_finished(gateway: Gateway, services
     session.close()
     assert services.database.get_tus(row["id"])["state"] == "complete"
     assert ResumableSweeper(resumable).sweep() == 0  # its holder may still be at it
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     with services.database.engine.begin() as conn:  # ... until its lease ran out long ago
         conn.execute(update(tus_uploads).where(tus_uploads.c.id == row["id"])
                      .values(lease_until=past, updated_at=past))
@@ -110,7 +110,8 @@ def test_complete_but_unrecorded_uploads_are_finished(gateway: Gateway, services
 
 def test_leftovers_no_upload_owns_are_discarded(gateway: Gateway, services: Services) -> None:
     storage = services.storage
-    writer = storage.open_resumable("quarantine", "resumable/" + "f" * 32, 0, {}, 100)
+    writer = storage.open_resumable(  # type: ignore[attr-defined]
+        "quarantine", "resumable/" + "f" * 32, 0, {}, 100)
     writer.write(b"orphan")
     writer.checkpoint()
     writer.close()
@@ -139,7 +140,8 @@ def test_a_patch_finishes_an_upload_stored_but_not_recorded(gateway: Gateway, tu
     session.write(data)
     assert session.checkpoint(release=False)
     session.close()
-    services.storage.complete_resumable("quarantine", row["object_key"], {}, len(data))
+    services.storage.complete_resumable(  # type: ignore[attr-defined]
+        "quarantine", row["object_key"], {}, len(data))
     services.database.release_tus(row["id"], token)
     nobody = Tus(tus.base, None)
     answer = nobody.patch(f"/api/v1/tus/{row['id']}", len(data), b"")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import ROOT, Gateway
-from tests.tus.stored import status
 from tests.tus.client import Tus
+from tests.tus.stored import status
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "test-output" / "upload-page.png"
@@ -62,7 +62,8 @@ def test_drop_pause_resume_available(gateway: Gateway) -> None:
             page.dispatch_event(".uppy-Dashboard-AddFiles", "drop", {"dataTransfer": transfer})
             sync_api.expect(page.locator(".uppy-Dashboard-Item")).to_have_count(1)
             # slow the PATCHes down so that the pause lands mid-upload
-            page.route("**/api/v1/tus/*", lambda route: (time.sleep(0.3), route.continue_()))
+            page.route("**/api/v1/tus/*",
+                       lambda route: (time.sleep(0.3), route.continue_()))  # type: ignore[func-returns-value]
             page.get_by_role("button", name="Upload 1 file").click()
             page.wait_for_function("() => window.uppy.getFiles()[0].progress.bytesUploaded > 0")
             page.get_by_role("button", name="Pause").first.click()

@@ -9,7 +9,7 @@ from tornado.httpclient import HTTPClientError
 
 from core.services import Services
 from storage import StorageUnavailable
-from tests.helpers import CT_TESTARENO, identity, multipart
+from tests.helpers import identity, multipart
 
 UPLOAD = "/api/v1/upload"
 

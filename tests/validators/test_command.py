@@ -11,11 +11,11 @@ import pytest
 
 from bus.local import LocalBus
 from core.settings import Settings, SettingsError
-from validators.config import validator_config
 from tests.helpers import wait_for
 from tests.validators.conftest import PayloadServer, announce, announcement, read
 from validators import build_loops, preflight
 from validators.command import CommandCheck
+from validators.config import validator_config
 
 
 def script(tmp_path: Path, name: str, body: str) -> str:
@@ -107,7 +107,8 @@ def test_settings(tmp_path: Path) -> None:
 
 
 def test_command_through_the_loop(tmp_path: Path, payloads: PayloadServer) -> None:
-    path = script(tmp_path, "grep.sh", 'if grep -q bad "$UPLOAD_PATH"; then echo "found bad" >&2; exit 2; fi\n')
+    path = script(tmp_path, "grep.sh",
+                  'if grep -q bad "$UPLOAD_PATH"; then echo "found bad" >&2; exit 2; fi\n')
     settings = Settings.from_env({"WORKDIR": str(tmp_path), "VALIDATOR_COMMAND_ADVISOR": path,
                                   "VALIDATORS": "testareno:test"})
     bus = LocalBus(settings)

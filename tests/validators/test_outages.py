@@ -60,7 +60,7 @@ def test_outage_past_the_validation_timeout_gives_up_without_a_dead_letter(
         bus: LocalBus, payloads: PayloadServer) -> None:
     data = b"x"
     url = payloads.serve("/down", data, *([503] * 1000))
-    stamp = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=59)).isoformat()
+    stamp = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=59)).isoformat()
     announce(bus, TOPIC, announcement("late", url, data, timestamp=stamp))
     expired = metrics.VALIDATOR_EXPIRED.labels("svc")._value.get()
     loop = ValidatorLoop(bus, "svc", ok, retry_delay=0.05, validation_timeout=60)

@@ -39,7 +39,7 @@ class Harness:
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def start(self) -> "Harness":
+    def start(self) -> Harness:
         self.thread.start()
         self.call(self._start())
         return self
@@ -59,7 +59,7 @@ class Harness:
         self.thread.join(10)
         self.loop.close()
 
-    def __enter__(self) -> "Harness":
+    def __enter__(self) -> Harness:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -90,7 +90,7 @@ def test_a_file_rewritten_during_its_copy_is_stored_hashed_and_announced_as_one_
     the file is taken again; the stored bytes, the request id, the sha256 and the asset
     events' sha1 all describe the version that was stored."""
     first, second = os.urandom(3 * 1024 * 1024), os.urandom(3 * 1024 * 1024)
-    real_write, rewritten = PayloadWriter.write, []
+    real_write, rewritten = PayloadWriter.write, []  # type: ignore[var-annotated]
 
     async def rewrite_during_copy(writer: PayloadWriter, data: bytes) -> None:
         await real_write(writer, data)

@@ -25,7 +25,7 @@ NO_OVERRIDE = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_
 class Watcher(Gateway):
     """The watcher role in its own process, as a user that cannot read every file."""
 
-    def start(self) -> "Watcher":
+    def start(self) -> Watcher:
         Path(self.env["WORKDIR"]).mkdir(parents=True, exist_ok=True)
         prefix = NO_OVERRIDE if os.geteuid() == 0 else []
         assert not prefix or shutil.which("setpriv"), "setpriv (util-linux) is missing"

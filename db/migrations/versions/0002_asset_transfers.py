@@ -3,6 +3,8 @@
 Revision ID: 0002
 Revises: 0001
 """
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -12,7 +14,7 @@ branch_labels = None
 depends_on = None
 
 
-def _timestamps(*names: str, nullable: bool = False) -> list[sa.Column]:
+def _timestamps(*names: str, nullable: bool = False) -> list[sa.Column[Any]]:
     return [sa.Column(name, sa.DateTime(timezone=True), nullable=nullable) for name in names]
 
 

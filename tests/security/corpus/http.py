@@ -154,7 +154,8 @@ def multipart_cases() -> Iterator[Case]:
         "missing": None, "not-form-data": b"attachment; name=\"file\"", "no-name": b"form-data",
         "unquoted-name": b"form-data; name=file; filename=f", "nul-name": b"form-data; name=\"fi\0le\"",
         "invalid-utf8-name": b"form-data; name=\"\xff\"", "empty-name": b"form-data; name=\"\"",
-        "unterminated-quote": b"form-data; name=\"file", "long-name": b"form-data; name=\"" + b"f" * 50_000 + b"\"",
+        "unterminated-quote": b"form-data; name=\"file",
+        "long-name": b"form-data; name=\"" + b"f" * 50_000 + b"\"",
         "many-params": b"form-data; name=\"file\"" + b"; p=v" * 5000,
     }
     for label, disposition in dispositions.items():
@@ -249,7 +250,8 @@ def identity_cases() -> Iterator[Case]:
         "not-base64": b"!!!not base64!!!", "base64-not-json": base64.b64encode(b"hello"),
         "json-array": b64([1, 2]), "json-string": b64("x"), "json-null": b64(None),
         "no-identity": b64({"x": 1}), "identity-string": b64({"identity": "x"}),
-        "empty-identity": b64({"identity": {}}), "account-object": b64({"identity": {"account_number": {"a": 1}}}),
+        "empty-identity": b64({"identity": {}}),
+        "account-object": b64({"identity": {"account_number": {"a": 1}}}),
         "org-list": b64({"identity": {"org_id": [1]}}), "org-bool": b64({"identity": {"org_id": True}}),
         "org-float": b64({"identity": {"org_id": 1.5}}), "org-long": b64({"identity": {"org_id": "o" * 65}}),
         "org-control": b64({"identity": {"org_id": "a\nb"}}), "org-empty": b64({"identity": {"org_id": ""}}),
@@ -263,7 +265,8 @@ def identity_cases() -> Iterator[Case]:
         "invalid-utf8-json": base64.b64encode(b"{\"identity\": {\"org_id\": \"\xff\"}}"),
         "urlsafe": base64.urlsafe_b64encode(b"\xfb\xff" + json.dumps({"identity": {}}).encode()),
         "no-padding": b64({"identity": {"org_id": "o1"}}).rstrip(b"="),
-        "whitespace-inside": b64({"identity": {"org_id": "o1"}})[:8] + b" " + b64({"identity": {"org_id": "o1"}})[8:],
+        "whitespace-inside": (b64({"identity": {"org_id": "o1"}})[:8] + b" "
+                              + b64({"identity": {"org_id": "o1"}})[8:]),
         "empty": b"", "nan": base64.b64encode(b"{\"identity\": {\"org_id\": NaN}}"),
         "huge-int": base64.b64encode(b"{\"identity\": {\"org_id\": " + b"9" * 5000 + b"}}"),
         "lone-surrogate": base64.b64encode(b"{\"identity\": {\"org_id\": \"\\udc00\"}}"),
