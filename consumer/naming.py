@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import PurePosixPath
 
+from core.settings import DEFAULT_ASSET_NAME_PATTERN
+
 MAX_CASE_NUMBER = 64
+EXAMPLE = "C12345_Step1.obj"
 BUNDLED_TYPE = "obj"
 
 
@@ -39,12 +42,21 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
+def unmatched_reason(name: str, pattern: str) -> str:
+    """Why ``name`` was not taken, in words staff can act on: the expected form and an
+    example for the default pattern, the configured expression for another."""
+    if pattern == DEFAULT_ASSET_NAME_PATTERN:
+        return (f"file name {name!r} does not match the naming rule: expected "
+                f"<case number>_Step<step number>.obj, for example {EXAMPLE}")
+    return f"file name {name!r} does not match ASSET_NAME_PATTERN ({pattern})"
+
+
 def parse_file_name(file_name: str, pattern: str) -> ParsedName:
     name = base_name(file_name)
     suffix = PurePosixPath(name).suffix.lower().lstrip(".") or None
     found = _compiled(pattern).fullmatch(name)
     if found is None:
-        return ParsedName(None, None, suffix, f"file name {name!r} does not match the pattern {pattern}")
+        return ParsedName(None, None, suffix, unmatched_reason(name, pattern))
     case_number, step = found.group("case_number"), found.group("step")
     if not case_number or len(case_number) > MAX_CASE_NUMBER:
         return ParsedName(None, None, suffix, f"case number {case_number!r} is empty or too long")

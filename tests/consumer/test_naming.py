@@ -66,3 +66,14 @@ def test_association_body_nested_too_deep_is_a_bad_request() -> None:
     with pytest.raises(ApiError) as raised:
         parse_association(b"[" * 30_000 + b"]" * 30_000)
     assert raised.value.status_code == 400
+
+
+def test_the_unmatched_reason_says_what_name_was_expected() -> None:
+    """issue 13, staff page: the reason was a raw regular expression."""
+    reason = parse_file_name("lab/C7 export.obj", DEFAULT).unmatched_reason
+    assert reason == ("file name 'C7 export.obj' does not match the naming rule: expected "
+                      "<case number>_Step<step number>.obj, for example C12345_Step1.obj")
+    assert "(?P<" not in reason
+    assert parse_file_name("C12345_Step1.obj", DEFAULT).matched  # the example is one
+    custom = parse_file_name("x.obj", r"(?P<case_number>\d+)-(?P<step>\d+)\.obj").unmatched_reason
+    assert custom == r"file name 'x.obj' does not match ASSET_NAME_PATTERN ((?P<case_number>\d+)-(?P<step>\d+)\.obj)"
