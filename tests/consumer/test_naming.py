@@ -75,5 +75,6 @@ def test_the_unmatched_reason_says_what_name_was_expected() -> None:
                       "<case number>_Step<step number>.obj, for example C12345_Step1.obj")
     assert "(?P<" not in reason
     assert parse_file_name("C12345_Step1.obj", DEFAULT).matched  # the example is one
-    custom = parse_file_name("x.obj", r"(?P<case_number>\d+)-(?P<step>\d+)\.obj").unmatched_reason
-    assert custom == r"file name 'x.obj' does not match ASSET_NAME_PATTERN ((?P<case_number>\d+)-(?P<step>\d+)\.obj)"
+    pattern = r"(?P<case_number>\d+)-(?P<step>\d+)\.obj"
+    custom = parse_file_name("x.obj", pattern).unmatched_reason
+    assert custom == f"file name 'x.obj' does not match ASSET_NAME_PATTERN ({pattern})"
