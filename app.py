@@ -6,6 +6,7 @@
     python app.py bundler         the treatment-plan bundler (asset transfers)
     python app.py watcher         the lab-share watcher on WATCH_DIR (+ /metrics, health)
     python app.py redrive SERVICE move SERVICE's dead letters back onto its topic, then exit
+    python app.py checksummer     upload areas' workers: checksums, validations, deletions
     python app.py puller          the pull sources of PULL_PROVIDERS (+ jobs API, /metrics, health)
     python app.py --help          this list
 
@@ -24,6 +25,7 @@ from typing import Any, Callable
 
 from tornado.httpserver import HTTPServer
 
+from areas.worker import AreaWorkers
 from bus import get_bus
 from consumer.role import BundlerRole
 from core import logs
@@ -54,6 +56,8 @@ ROLES = {
     "redrive": "move the dead letters of the service named next back onto its topic "
                "(validators/redrive.py), then exit",
     "puller": "the pull sources: fetches the files of the providers in PULL_PROVIDERS",
+    "checksummer": "the upload areas' workers: checksums of staged files, validations of "
+                   "file sets, deletions (areas/worker.py)",
 }
 # Body chunks handed to the upload handler (and socket reads) of up to 1 MiB instead of
 # Tornado's 64 KiB: 16 times fewer passes through the parser and the handler per byte
@@ -181,6 +185,12 @@ class Runtime:
             self.server = HTTPServer(status_app(self.services))
             listen(self.server, settings)
 
+    def start_area_workers(self) -> None:
+        workers = AreaWorkers(self.services)
+        workers.start()
+        self.stoppers.append(workers.stop)
+        logger.info("upload area workers running")
+
     def start_bundler(self) -> None:
         bundler = BundlerRole(self.services)
         bundler.start()
@@ -237,6 +247,8 @@ async def serve(args: argparse.Namespace, settings: Settings,
         runtime.start_validator(args.name)
     if args.role in ("all", "bundler"):
         runtime.start_bundler()
+    if args.role in ("all", "checksummer"):
+        runtime.start_area_workers()
     if args.role == "watcher" or (args.role == "all" and settings.watch_dir is not None):
         await runtime.start_watcher(serve_status=args.role == "watcher")
     if runtime.pull is not None and args.role in ("all", "puller"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from areas.jobs import TOPICS as AREA_TOPICS
 from bus import get_bus
 from bus.topics import all_topics
 from core.settings import Settings, SettingsError
@@ -24,7 +25,7 @@ def main() -> int:
     if not settings.kafka_servers:
         print("KAFKAMQ is not set: the embedded bus needs no topics created")
         return 0
-    topics = all_topics(settings)
+    topics = all_topics(settings) + list(AREA_TOPICS)
     bus = get_bus(settings)
     try:
         bus.create_topics(topics)

@@ -7,6 +7,8 @@ from typing import Any
 import tornado.web
 
 import tus
+from areas import api as areas_api
+from areas import parts as area_parts
 from consumer import api as bundler_api
 from core.services import Services
 from upload import api, callbacks
@@ -35,6 +37,7 @@ def routes(services: Services) -> list[Any]:
     ]
     table += bundler_api.routes(services, PREFIXES)
     table += tus.routes(services, PREFIXES)
+    table += areas_api.routes(services, PREFIXES) + area_parts.routes(services)
     return table
 
 

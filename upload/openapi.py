@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from areas.openapi import PATHS as AREA_PATHS
 from consumer.openapi import PATHS as BUNDLER_PATHS
 from pull.openapi import PATHS as PULL_PATHS
 from tus.openapi import PATHS as TUS_PATHS
@@ -173,3 +174,4 @@ SPEC: dict[str, Any] = {
 SPEC["paths"].update(BUNDLER_PATHS)
 SPEC["paths"].update(TUS_PATHS)
 SPEC["paths"].update(PULL_PATHS)
+SPEC["paths"].update(AREA_PATHS)

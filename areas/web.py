@@ -1,0 +1,65 @@
+"""What every area handler shares: the scope check, the executor, JSON bodies, and the
+translation of ``AreaError`` into the API's error codes."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from areas.names import name_problem
+from areas.store import AreaError
+from upload.base import ApiHandler
+from upload.errors import ApiError
+
+T = TypeVar("T")
+
+AREA_ID = r"([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})"
+UUID = re.compile(AREA_ID)
+
+
+class AreaHandler(ApiHandler):
+    """Base of the area API's handlers. Every request needs an API key with the scope
+    ``areas`` (``authorize``)."""
+
+    scope = "areas"
+
+    def authorize(self) -> None:
+        """The scope check: the one call that requires ``scope`` of the caller's API key
+        (auth/). Until auth/ is on main it lets every caller through."""
+
+    def prepare(self) -> Any:
+        self.check_method()
+        self.authorize()
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.services.executor,
+                                              functools.partial(func, *args))
+        except AreaError as exc:
+            raise ApiError(exc.code, exc.message) from None
+
+    def json_body(self) -> dict[str, Any]:
+        if not self.request.body:
+            return {}
+        try:
+            body = json.loads(self.request.body)
+        except (ValueError, RecursionError):
+            raise ApiError("bad_request", "the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError("bad_request", "the body must be a JSON object")
+        return body
+
+
+def area_id_of(raw: str) -> str:
+    return raw.lower()
+
+
+def checked_name(name: str) -> str:
+    problem = name_problem(name)
+    if problem is not None:
+        raise ApiError("bad_name", problem)
+    return name

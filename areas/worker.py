@@ -1,0 +1,144 @@
+"""The upload areas' workers (role ``checksummer``, part of ``all``): one consumer loop on
+``platform.upload.area-checksum`` (consumer group ``area-checksummer``) computes each
+stored file version's checksums; another on ``platform.upload.area-work`` (group
+``area-worker``) runs validations and deletions, so a long validation never holds up
+checksums. Scale checksumming by running more ``checksummer`` processes (Kafka spreads
+the topic's partitions over them).
+
+At least once and idempotent: a checksum is recorded only for the version it was
+computed for, while it is still ``checksumming`` (areas/store.py); a job for a version
+that was replaced, or for an area deleted meanwhile (its object gone), is skipped. The
+checksums also go on the S3 object as tags (``sha1``, ``sha256``, ``crc32c``,
+``s3_etag``) where the driver has tags.
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from areas import store
+from areas.checksums import checksum_stream
+from areas.jobs import CHECKSUM_TOPIC, WORK_TOPIC
+from bus import Message
+from core.consumer import ConsumerLoop, MalformedMessage
+from core.services import Services
+from storage import AREAS_PREFIX
+from storage.direct import direct_uploads, object_tags, prefix_listing
+
+logger = logging.getLogger(__name__)
+
+
+def _field(data: dict[str, Any], name: str, kind: type) -> Any:
+    value = data.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise MalformedMessage(f"{name} missing or not a {kind.__name__}")
+    return value
+
+
+class Checksummer:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.hashers = ThreadPoolExecutor(3, thread_name_prefix="checksum")
+        self.reader = ThreadPoolExecutor(1, thread_name_prefix="checksum-read")
+
+    def close(self) -> None:
+        self.hashers.shutdown(wait=False)
+        self.reader.shutdown(wait=False)
+
+    def __call__(self, data: dict[str, Any], message: Message | None = None) -> None:
+        if data.get("type") != "checksum":
+            raise MalformedMessage(f"not a checksum job: {data.get('type')!r}")
+        area_id, name = _field(data, "area_id", str), _field(data, "name", str)
+        version, key = _field(data, "version", int), _field(data, "object_key", str)
+        part_size = _field(data, "part_size", int)
+        database = self.services.database
+        current = store.current_file(database, area_id, name)
+        if current is None or current["version"] != version \
+                or current["checksum_state"] != "checksumming":
+            logger.info("area %s: %s v%d needs no checksums (replaced, deleted or done)",
+                        area_id, name, version)
+            return
+        try:
+            with self.services.storage.open_reader("quarantine", key) as stream:
+                checksums, size = checksum_stream(stream, part_size, self.hashers, self.reader)
+        except FileNotFoundError:
+            logger.info("area %s: %s v%d is gone (deleted or replaced); skipped", area_id,
+                        name, version)
+            return
+        state = "checksummed" if self._matches(current["declared"], checksums) \
+            else "checksum_mismatch"
+        tagger = object_tags(self.services.storage)
+        if tagger is not None:
+            try:
+                tagger.tag_object("quarantine", key, checksums)
+            except FileNotFoundError:
+                return
+        recorded = store.record_checksums(database, area_id, name, version, checksums, state)
+        logger.info("area %s: %s v%d %s (%d bytes, sha256 %s)%s", area_id, name, version,
+                    state, size, checksums["sha256"], "" if recorded else "; not recorded")
+
+    @staticmethod
+    def _matches(declared_json: str, checksums: dict[str, str]) -> bool:
+        import json
+
+        declared = json.loads(declared_json)
+        return all(checksums[k] == v for k, v in declared.items() if k in checksums)
+
+
+class AreaWork:
+    """Deletions (and validations, areas/validation.py) from ``platform.upload.area-work``."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def __call__(self, data: dict[str, Any], message: Message | None = None) -> None:
+        kind = data.get("type")
+        area_id = _field(data, "area_id", str)
+        if kind == "delete":
+            self.delete(area_id)
+        else:
+            raise MalformedMessage(f"unknown area job type {kind!r}")
+
+    def delete(self, area_id: str) -> None:
+        database, storage = self.services.database, self.services.storage
+        area = store.get_area(database, area_id)
+        if area is None or area["state"] != "deleting":
+            return
+        keys, uploads = store.deletion_leftovers(database, area_id)
+        direct = direct_uploads(storage)
+        if direct is not None:
+            for key, state in uploads:
+                direct.abort_direct("quarantine", key, state)
+            for key, state, _ in list(direct.list_direct("quarantine",
+                                                         f"{AREAS_PREFIX}{area_id}/")):
+                direct.abort_direct("quarantine", key, state)
+        listing = prefix_listing(storage)
+        if listing is not None:
+            keys += list(listing.list_prefix("quarantine", f"{AREAS_PREFIX}{area_id}/"))
+        for key in dict.fromkeys(keys):
+            storage.delete("quarantine", key)
+        if store.finish_delete(database, area_id):
+            logger.info("area %s deleted (%d objects)", area_id, len(set(keys)))
+
+
+class AreaWorkers:
+    """The ``checksummer`` role: both loops."""
+
+    def __init__(self, services: Services) -> None:
+        self.checksummer = Checksummer(services)
+        self.loops = [
+            ConsumerLoop(services.bus, "area-checksummer", [CHECKSUM_TOPIC], self.checksummer,
+                         name="area-checksummer"),
+            ConsumerLoop(services.bus, "area-worker", [WORK_TOPIC], AreaWork(services),
+                         name="area-worker"),
+        ]
+
+    def start(self) -> None:
+        for loop in self.loops:
+            loop.start()
+
+    def stop(self) -> None:
+        for loop in self.loops:
+            loop.stop()
+        self.checksummer.close()

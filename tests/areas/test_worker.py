@@ -1,0 +1,117 @@
+"""The checksum and deletion workers called directly on real storage (local disk, and S3
+on moto) and a real database: checksums match well-kept implementations (hashlib, the
+crc32c package, S3's own ETag), a deletion that overtakes a checksum leaves nothing
+recorded and nothing stored, and a redelivered job changes nothing."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import boto3
+import crc32c
+import pytest
+
+from areas import store
+from areas.api import object_key, put_part_size
+from areas.jobs import checksum_job
+from areas.worker import AreaWork, Checksummer
+from core.services import Services
+from core.settings import Settings
+
+
+@pytest.fixture(params=["localdisk", pytest.param("s3", marks=[pytest.mark.s3,
+                                                                 pytest.mark.postgres])])
+def services(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Services]:
+    if request.param == "s3":  # S3 on moto and PostgreSQL
+        s3 = request.getfixturevalue("s3_settings")
+        settings = dataclasses.replace(s3, database_url=request.getfixturevalue("pg_url"))
+    else:
+        settings = Settings.from_env({"WORKDIR": str(tmp_path), "URL_SIGNING_KEY": "k"})
+    built = Services.build(settings)
+    yield built
+    built.close()
+
+
+def stage(services: Services, area_id: str, name: str, data: bytes,
+          declared: dict[str, str] | None = None) -> tuple[store.FileVersion, dict]:
+    key = object_key(area_id)
+    writer = services.storage.open_writer("quarantine", key)
+    writer.write(data)
+    writer.commit()
+    file, _ = store.record_file(services.database, area_id, name, key, len(data),
+                                put_part_size(len(data)), declared or {})
+    return file, checksum_job(file).value
+
+
+def test_checksums_match_reference_implementations(services: Services) -> None:
+    area_id = str(uuid.uuid4())
+    store.create_area(services.database, area_id, 10**9)
+    data = os.urandom(9 * 1024 * 1024 + 17)  # over the S3 writer's 8 MiB part: multipart
+    file, job = stage(services, area_id, "big.bin", data,
+                      {"crc32c": f"{crc32c.crc32c(data):08x}"})
+    checksummer = Checksummer(services)
+    try:
+        checksummer(job)
+        checksummer(job)  # redelivered: nothing changes
+    finally:
+        checksummer.close()
+    row = store.current_file(services.database, area_id, "big.bin")
+    sums = json.loads(row["checksums"])
+    assert row["checksum_state"] == "checksummed"
+    assert sums["sha256"] == hashlib.sha256(data).hexdigest()
+    assert sums["sha1"] == hashlib.sha1(data).hexdigest()  # noqa: S324
+    assert sums["crc32c"] == f"{crc32c.crc32c(data):08x}"
+    if services.settings.storage_driver == "s3":
+        s3 = boto3.client("s3", endpoint_url=services.settings.s3_endpoint_url)
+        bucket = services.settings.s3_quarantine
+        head = s3.head_object(Bucket=bucket, Key=file.object_key)
+        assert head["ETag"].strip('"') == sums["s3_etag"]
+        assert sums["s3_etag"].endswith("-2")
+        tags = s3.get_object_tagging(Bucket=bucket, Key=file.object_key)["TagSet"]
+        assert {t["Key"]: t["Value"] for t in tags} == sums
+
+
+def test_delete_while_checksumming(services: Services) -> None:
+    database = services.database
+    area_id = str(uuid.uuid4())
+    store.create_area(database, area_id, 10**9)
+    jobs = [stage(services, area_id, f"f{i}", os.urandom(200_000))[1] for i in range(2)]
+    checksummer = Checksummer(services)
+    try:
+        checksummer(jobs[0])  # done before the deletion
+        store.start_delete(database, area_id)
+        checksummer(jobs[1])  # computed while the area is being deleted: not recorded
+        assert store.current_file(database, area_id, "f1")["checksum_state"] == "checksumming"
+        work = AreaWork(services)
+        work({"type": "delete", "area_id": area_id})
+        work({"type": "delete", "area_id": area_id})  # redelivered
+        checksummer(jobs[1])  # a redelivered checksum job after the deletion
+    finally:
+        checksummer.close()
+    area = store.describe(database, area_id)
+    assert area["state"] == "deleted" and area["files"] == []
+    storage = services.storage
+    assert [k for k in storage.list_keys("quarantine") if area_id in k] == []
+
+
+def test_a_replaced_version_is_not_recorded(services: Services) -> None:
+    database = services.database
+    area_id = str(uuid.uuid4())
+    store.create_area(database, area_id, 10**9)
+    _, old_job = stage(services, area_id, "same", b"first")
+    _, new_job = stage(services, area_id, "same", b"second")
+    checksummer = Checksummer(services)
+    try:
+        checksummer(old_job)
+        row = store.current_file(database, area_id, "same")
+        assert (row["version"], row["checksum_state"]) == (2, "checksumming")
+        checksummer(new_job)
+    finally:
+        checksummer.close()
+    row = store.current_file(database, area_id, "same")
+    assert json.loads(row["checksums"])["sha256"] == hashlib.sha256(b"second").hexdigest()
