@@ -4,6 +4,10 @@
 ``"503"`` answers with that S3 error without forwarding; ``"stall"`` reads the request,
 waits ``stall_seconds`` and closes the connection without an answer (an endpoint that
 hangs, then drops); ``"reset"`` closes the connection at once with a TCP reset.
+
+``latency`` (seconds) delays every forwarded request (a distant endpoint); ``forwarded``
+lists the requests, ``peak`` is the most that were in flight at once (1 for a client that
+sends one request after another, however slow the machine).
 """
 from __future__ import annotations
 
@@ -30,6 +34,11 @@ class FaultProxy:
         self.fault: Fault = lambda method, path: None
         self.stall_seconds = 2.0
         self.injected: list[tuple[str, str, str]] = []
+        self.latency = 0.0
+        self.peak = 0
+        self.forwarded: list[tuple[str, str]] = []
+        self._in_flight = 0
+        self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -41,6 +50,11 @@ class FaultProxy:
     def start(self) -> FaultProxy:
         self._thread.start()
         return self
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.peak = 0
+            self.forwarded.clear()
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -60,7 +74,7 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else b""
                 action = proxy.fault(self.command, self.path)
                 if action is None:
-                    return self._forward(body)
+                    return self._forward_counted(body)
                 proxy.injected.append((action, self.command, self.path))
                 if action == "stall":
                     time.sleep(proxy.stall_seconds)
@@ -80,6 +94,19 @@ class FaultProxy:
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
+
+            def _forward_counted(self, body: bytes) -> None:
+                with proxy._lock:
+                    proxy._in_flight += 1
+                    proxy.peak = max(proxy.peak, proxy._in_flight)
+                    proxy.forwarded.append((self.command, self.path))
+                try:
+                    if proxy.latency:
+                        time.sleep(proxy.latency)
+                    self._forward(body)
+                finally:
+                    with proxy._lock:
+                        proxy._in_flight -= 1
 
             def _forward(self, body: bytes) -> None:
                 upstream = http.client.HTTPConnection(*proxy.upstream, timeout=60)
