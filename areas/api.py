@@ -22,7 +22,7 @@ from tornado.web import stream_request_body
 
 from areas import store
 from areas.names import declared_checksums
-from areas.web import AREA_ID, AreaHandler, area_id_of, checked_name
+from areas.web import AreaHandler, area_id_of, checked_name
 from storage import AREAS_PREFIX, ObjectWriter, new_object_key
 from upload.errors import ApiError
 
@@ -184,17 +184,3 @@ class FileResource(AreaHandler):
     def on_finish(self) -> None:
         if self.writer is not None:
             self.services.spawn(self._abort())
-
-
-def routes(services: Any, prefixes: tuple[str, ...]) -> list[Any]:
-    deps = {"services": services}
-    table: list[Any] = []
-    for prefix in prefixes:
-        base = rf"{prefix}/areas/{AREA_ID}"
-        table += [
-            (rf"{base}/lock", LockResource, deps),
-            (rf"{base}/unlock", UnlockResource, deps),
-            (rf"{base}/files/(.+)", FileResource, deps),
-            (base, AreaResource, deps),
-        ]
-    return table

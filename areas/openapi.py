@@ -58,6 +58,16 @@ PATHS: dict[str, Any] = {
         "get": _post("A file of the area", {"200": "the file"}, body=False,
                      params=(_AREA, _NAME)),
     },
+    "/api/v1/areas/{area_id}/files/{name}/uploads": {"post": _post(
+        "Start a direct upload: {size, sha256?, crc32c?} -> upload_id, part_size, one URL "
+        "per part, complete_url", {"201": "started"}, 409, 413, params=(_AREA, _NAME))},
+    "/api/v1/areas/{area_id}/files/{name}/uploads/{upload_id}/complete": {"post": _post(
+        "Complete a direct upload: {parts: [{part_number, etag}]}",
+        {"201": "stored", "200": "completed already"}, 409, 413, params=(_AREA, _NAME, _UPLOAD))},
+    "/api/v1/areas/{area_id}/files/{name}/uploads/{upload_id}": {"delete": {
+        "summary": "Abandon a direct upload", "parameters": [_AREA, _NAME, _UPLOAD],
+        "responses": {"204": {"description": "abandoned"},
+                      **{str(c): {"description": "error", **_ERROR} for c in _COMMON}}}},
     "/api/v1/direct/{bucket}/{upload_id}/{part}": {"put": {
         "summary": "A part of a direct upload (localdisk): the signed URL is the credential",
         "parameters": [{"name": "bucket", "in": "path", "required": True,

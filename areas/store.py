@@ -13,7 +13,6 @@ nothing.
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -157,13 +156,17 @@ def check_accepting(database: Database, area_id: str) -> dict[str, Any]:
 
 
 def record_file(database: Database, area_id: str, name: str, object_key: str, size: int,
-                part_size: int, declared: dict[str, str]) -> tuple[FileVersion, str | None]:
+                part_size: int, declared: dict[str, str], upload_id: str | None = None
+                ) -> tuple[FileVersion, str | None]:
     """Make the stored object ``object_key`` the area's file ``name`` (its next version)
-    and queue its checksums. Returns the version and the key of the object it replaced
-    (the caller removes it). ``AreaError`` when the area accepts no files now."""
+    and queue its checksums; a direct upload's row (``upload_id``) goes in the same
+    transaction. Returns the version and the key of the object it replaced (the caller
+    removes it). ``AreaError`` when the area accepts no files now."""
     now = utcnow()
     with database.engine.begin() as conn:
         _accepting(_locked_area(conn, area_id))
+        if upload_id is not None:
+            conn.execute(delete(area_uploads).where(area_uploads.c.id == upload_id))
         old = conn.execute(select(area_files).where(area_files.c.area_id == area_id)
                            .where(area_files.c.name == name)).mappings().first()
         values = {"object_key": object_key, "size": size, "part_size": part_size,
@@ -215,7 +218,9 @@ def record_checksums(database: Database, area_id: str, name: str, version: int,
 
 def add_upload(database: Database, area_id: str, name: str, object_key: str, size: int,
                part_size: int, declared: dict[str, str], state: dict[str, Any]) -> str:
-    upload_id = uuid.uuid4().hex
+    """Record a direct upload in progress; its id is its object key's last segment, so
+    that a file tells which upload made it (``upload_id_of``)."""
+    upload_id = upload_id_of(object_key)
     with database.engine.begin() as conn:
         _accepting(_locked_area(conn, area_id))
         conn.execute(insert(area_uploads).values(
@@ -223,6 +228,10 @@ def add_upload(database: Database, area_id: str, name: str, object_key: str, siz
             part_size=part_size, declared=json.dumps(declared),
             storage_state=json.dumps(state), created_at=utcnow()))
     return upload_id
+
+
+def upload_id_of(object_key: str) -> str:
+    return object_key.rsplit("/", 1)[-1]
 
 
 def get_upload(database: Database, area_id: str, upload_id: str) -> dict[str, Any] | None:

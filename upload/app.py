@@ -7,8 +7,7 @@ from typing import Any
 import tornado.web
 
 import tus
-from areas import api as areas_api
-from areas import parts as area_parts
+from areas.routes import routes as area_routes
 from consumer import api as bundler_api
 from core.services import Services
 from upload import api, callbacks
@@ -37,7 +36,7 @@ def routes(services: Services) -> list[Any]:
     ]
     table += bundler_api.routes(services, PREFIXES)
     table += tus.routes(services, PREFIXES)
-    table += areas_api.routes(services, PREFIXES) + area_parts.routes(services)
+    table += area_routes(services, PREFIXES)
     return table
 
 
