@@ -40,6 +40,14 @@ PATHS: dict[str, Any] = {
         "delete": _post("Delete the area and its files (asynchronous)",
                         {"202": "being deleted"}, 409, body=False),
     },
+    "/api/v1/areas/{area_id}/validate": {"put": {
+        "summary": "Validate files as a set: {validator, files: [names, in order]}",
+        "parameters": [_AREA], "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"type": "object"}}}},
+        "responses": _answers({"202": "scheduled"}, 409)}},
+    "/api/v1/areas/{area_id}/submit": {"post": _post(
+        "Submit: promote every validated file to perm and announce it on available",
+        {"202": "submitted", "200": "submitted already"}, 409, body=False)},
     "/api/v1/areas/{area_id}/lock": {"post": _post(
         "Lock the area: it accepts no files", {"200": "locked"}, 409, body=False)},
     "/api/v1/areas/{area_id}/unlock": {"post": _post(

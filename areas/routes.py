@@ -6,6 +6,7 @@ from typing import Any
 from areas import parts
 from areas.api import AreaResource, FileResource, LockResource, UnlockResource
 from areas.direct import AbortUpload, CompleteUpload, StartUpload
+from areas.submit import SubmitResource, ValidateResource
 from areas.web import AREA_ID
 
 
@@ -19,6 +20,8 @@ def routes(services: Any, prefixes: tuple[str, ...]) -> list[Any]:
             (rf"{upload}/complete", CompleteUpload, deps),
             (upload, AbortUpload, deps),
             (rf"{base}/files/(.+)/uploads", StartUpload, deps),
+            (rf"{base}/validate", ValidateResource, deps),
+            (rf"{base}/submit", SubmitResource, deps),
             (rf"{base}/lock", LockResource, deps),
             (rf"{base}/unlock", UnlockResource, deps),
             (rf"{base}/files/(.+)", FileResource, deps),

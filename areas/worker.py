@@ -20,6 +20,7 @@ from typing import Any
 from areas import store
 from areas.checksums import checksum_stream
 from areas.jobs import CHECKSUM_TOPIC, WORK_TOPIC
+from areas.validation import SetValidator
 from bus import Message
 from core.consumer import ConsumerLoop, MalformedMessage
 from core.services import Services
@@ -87,16 +88,19 @@ class Checksummer:
 
 
 class AreaWork:
-    """Deletions (and validations, areas/validation.py) from ``platform.upload.area-work``."""
+    """Validations (areas/validation.py) and deletions from ``platform.upload.area-work``."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
+        self.validate = SetValidator(services)
 
     def __call__(self, data: dict[str, Any], message: Message | None = None) -> None:
         kind = data.get("type")
         area_id = _field(data, "area_id", str)
         if kind == "delete":
             self.delete(area_id)
+        elif kind == "validate":
+            self.validate(area_id, _field(data, "validation_id", str))
         else:
             raise MalformedMessage(f"unknown area job type {kind!r}")
 
