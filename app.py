@@ -8,6 +8,8 @@
     python app.py redrive SERVICE move SERVICE's dead letters back onto its topic, then exit
     python app.py checksummer     upload areas' workers: checksums, validations, deletions
     python app.py puller          the pull sources of PULL_PROVIDERS (+ jobs API, /metrics, health)
+    python app.py keys add NAME --scope SCOPE ...   create an API key (printed once)
+    python app.py keys list | keys revoke NAME        list or revoke API keys
     python app.py --help          this list
 
 Configuration comes from the environment (see README.md); a bad value stops start-up with
@@ -26,6 +28,8 @@ from typing import Any, Callable
 from tornado.httpserver import HTTPServer
 
 from areas.worker import AreaWorkers
+from auth import AuthConfigError, auth_required
+from auth import cli as auth_cli
 from bus import get_bus
 from consumer.role import BundlerRole
 from core import logs
@@ -35,7 +39,7 @@ from core.resumable_tasks import ResumableSweeper
 from core.services import Services
 from core.settings import Settings, SettingsError, env_suffix
 from core.verdicts import VALIDATION_TOPIC, TimeoutSweeper, VerdictHandler
-from db import MigrationError
+from db import Database, MigrationError
 from pull.role import ProviderError, PullRole
 from pull.role import preflight as pull_preflight
 from upload.app import make_app
@@ -72,7 +76,9 @@ MAX_HEADER_SIZE = 1024 * 1024
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="app.py", description="Upload gateway",
-        epilog="roles:\n" + "\n".join(f"  {k:<10} {v}" for k, v in ROLES.items()),
+        epilog="roles:\n" + "\n".join(f"  {k:<10} {v}" for k, v in ROLES.items())
+        + "\n\ncredentials (see README, Authentication):\n"
+        + "  keys add NAME --scope SCOPE [--scope ...] | keys list | keys revoke NAME",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("role", nargs="?", default="all", choices=sorted(ROLES))
@@ -263,8 +269,29 @@ async def serve(args: argparse.Namespace, settings: Settings,
     logger.info("stopped")
 
 
+def run_credentials(argv: list[str]) -> int:
+    """``python app.py keys ...``: on the configured database (migrated first)."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    database = Database(settings.database_url)
+    try:
+        database.migrate()
+        return auth_cli.run(argv, database.engine)
+    except MigrationError as exc:
+        print(f"database error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        database.close()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in auth_cli.COMMANDS:
+        return run_credentials(argv)
+    args = parse_args(argv)
     try:
         logs.configure(json_lines=logs.json_from_env(os.environ))
     except ValueError as exc:
@@ -273,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        auth_required(settings.env)
+    except AuthConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     if args.role in ("all", "validator"):

@@ -13,7 +13,8 @@
   most 500).
 - ``GET /api/v1/pulls/providers``: the configured providers, without secrets.
 
-The job is queued in the database; whichever puller holds the provider's lease runs it
+Every endpoint needs an API key with the scope ``pulls`` (auth/; 401 without, 403 without
+the scope). The job is queued in the database; whichever puller holds the provider's lease runs it
 (this process's at once, when it runs the puller).
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import re
 from typing import Any, Callable
 
+from auth import require_scope
 from core.services import Services
 from pull import store
 from pull.config import Provider
@@ -39,6 +41,10 @@ class PullHandler(ApiHandler):
         super().initialize(services)
         self.providers = providers
         self.wake = wake
+
+    @require_scope("pulls")
+    async def prepare(self) -> None:
+        """Every jobs endpoint is an operator's: an API key with the scope ``pulls``."""
 
     async def run(self, func: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()

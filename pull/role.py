@@ -52,12 +52,13 @@ class PullRole:
         await self.puller.start()
         if serve_status:
             from upload import api as upload_api
+            from upload.app import authenticator
 
             deps = {"services": self.services}
             app = tornado.web.Application([
                 (r"/metrics", upload_api.MetricsHandler, deps),
                 (r"/api/v1/health", upload_api.HealthHandler, deps),
-                *self.routes()])
+                *self.routes()], auth=authenticator(self.services))
             settings = self.services.settings
             self.server = HTTPServer(app)
             self.server.listen(settings.listen_port, settings.listen_address)

@@ -68,6 +68,16 @@ class Gateway:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")
 
+    def api_key(self, *scopes: str) -> dict[str, str]:
+        """The Authorization header of a new API key with ``scopes``, made the way an
+        operator does (``python app.py keys add``, on this gateway's database)."""
+        name = f"test-{os.urandom(4).hex()}"
+        args = [a for scope in scopes for a in ("--scope", scope)]
+        done = subprocess.run([sys.executable, str(ROOT / "app.py"), "keys", "add", name, *args],
+                              cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return {"Authorization": f"Bearer {done.stdout.strip()}"}
+
     def status(self, request_id: str) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.base}/api/v1/uploads/{request_id}", timeout=10) as r:
             return json.loads(r.read())  # type: ignore[no-any-return]

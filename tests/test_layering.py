@@ -35,3 +35,14 @@ def test_nothing_below_imports_an_intake() -> None:
                 if name.split(".")[0] in INTAKES:
                     wrong.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_auth_imports_no_http_package_and_nothing_of_ours_below() -> None:
+    """auth/ is used by every HTTP package and uses none of them (nor core and the layers
+    below: it takes an engine and the environment)."""
+    wrong = []
+    for path in sorted((ROOT / "auth").rglob("*.py")):
+        for name in imported(path):
+            if name.split(".")[0] in (*INTAKES, *BELOW, "app"):
+                wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not wrong, "\n".join(wrong)

@@ -7,6 +7,7 @@ from typing import Any, BinaryIO
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from auth import has_scope
 from core.signing import verify_download
 from storage import BUCKETS
 from storage.disposition import content_disposition
@@ -128,7 +129,9 @@ class VersionHandler(ApiHandler):
 
 class HealthHandler(ApiHandler):
     """200, or 503 naming what is down: from the background checks (core/health.py), so
-    it answers at once whatever the components do."""
+    it answers at once whatever the components do. Anyone sees the components' names and
+    ``ok``/``down``; why one is down (paths, hosts, drivers' messages) is only for an API
+    key with the scope ``admin`` (``details``; everyone when ``AUTH_REQUIRED`` is off)."""
 
     async def get(self) -> None:
         monitor = self.services.health
@@ -138,7 +141,11 @@ class HealthHandler(ApiHandler):
             while not monitor.first.is_set() and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.01)
         down = monitor.down()
-        body: dict[str, Any] = {"status": "ok" if not down else "unavailable", "down": down}
+        body: dict[str, Any] = {
+            "status": "ok" if not down else "unavailable", "down": sorted(down),
+            "components": {name: "down" if name in down else "ok" for name in monitor.checks}}
+        if await has_scope(self, "admin"):
+            body["details"] = down
         if self.services.without_validator:  # the all-in-one process: not down, but said
             body["without_validator"] = self.services.without_validator
         self.set_status(200 if not down else 503)

@@ -8,6 +8,7 @@ import tornado.web
 
 import tus
 from areas.routes import routes as area_routes
+from auth import Authenticator, auth_required
 from consumer import api as bundler_api
 from core.services import Services
 from upload import api, callbacks
@@ -63,6 +64,12 @@ class GatewayApplication(tornado.web.Application):
         return super().find_handler(request, **kwargs)
 
 
+def authenticator(services: Services) -> Authenticator:
+    """The application's ``settings["auth"]`` (auth/): API keys and staff sessions from
+    the database, ``AUTH_REQUIRED`` from the environment."""
+    return Authenticator(services.database.engine, required=auth_required(services.settings.env))
+
+
 def make_app(services: Services, extra_routes: list[Any] | None = None) -> tornado.web.Application:
     return GatewayApplication(
         routes(services) + list(extra_routes or []),
@@ -70,6 +77,7 @@ def make_app(services: Services, extra_routes: list[Any] | None = None) -> torna
         default_handler_args={"services": services},
         log_function=_log_request,
         services=services,
+        auth=authenticator(services),
     )
 
 

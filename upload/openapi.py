@@ -144,7 +144,12 @@ SPEC: dict[str, Any] = {
                     "properties": {"version": {"type": "string"}}},
         "Health": {"type": "object", "required": ["status"], "properties": {
             "status": {"type": "string", "enum": ["ok", "unavailable"]},
-            "down": {"type": "object", "additionalProperties": {"type": "string"}},
+            "down": {"type": "array", "items": {"type": "string"},
+                     "description": "the components that are down"},
+            "components": {"type": "object",
+                           "additionalProperties": {"type": "string", "enum": ["ok", "down"]}},
+            "details": {"type": "object", "additionalProperties": {"type": "string"},
+                        "description": "why each component is down: scope admin only"},
             "without_validator": {"type": "array", "items": {"type": "string"}}}},
         "Live": {"type": "object", "required": ["status"],
                  "properties": {"status": {"type": "string", "enum": ["alive"]}}},
@@ -175,3 +180,6 @@ SPEC["paths"].update(BUNDLER_PATHS)
 SPEC["paths"].update(TUS_PATHS)
 SPEC["paths"].update(PULL_PATHS)
 SPEC["paths"].update(AREA_PATHS)
+SPEC["components"]["securitySchemes"] = {
+    "apiKey": {"type": "http", "scheme": "bearer",
+               "description": "an API key (python app.py keys add NAME --scope ...)"}}

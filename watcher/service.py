@@ -346,5 +346,6 @@ def status_app(services: Services) -> tornado.web.Application:
     """``/metrics``, ``/livez``, ``/readyz`` and ``/api/v1/health`` for a process that runs
     the watcher alone."""
     from upload import api
+    from upload.app import authenticator
 
-    return tornado.web.Application(api.probe_routes(services))
+    return tornado.web.Application(api.probe_routes(services), auth=authenticator(services))

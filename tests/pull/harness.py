@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any, Coroutine
 
@@ -16,6 +17,7 @@ import yaml
 from sqlalchemy import select
 from tornado.httpserver import HTTPServer
 
+from auth.keys import create_key
 from core.services import Services
 from core.settings import Settings
 from db.schema import upload_events, uploads
@@ -61,6 +63,7 @@ class PullHarness:
         self.role: PullRole | None = None
         self.http: HTTPServer | None = None
         self.port = free_port()
+        self.auth: dict[str, str] = {}
         self.base = f"http://127.0.0.1:{self.port}"
 
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
@@ -78,6 +81,9 @@ class PullHarness:
         if puller:
             self.role.puller = Puller(self.services, self.providers, **puller_args)
             await self.role.puller.start()
+        token = create_key(self.services.database.engine, f"pulls-{uuid.uuid4().hex[:8]}",
+                           ["pulls"])
+        self.auth = {"Authorization": f"Bearer {token}"}  # sent by request() unless asked
         self.http = HTTPServer(make_app(self.services, self.role.routes()))
         self.http.listen(self.port, "127.0.0.1")
 
@@ -104,7 +110,7 @@ class PullHarness:
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
         data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
         request = urllib.request.Request(self.base + path, data=data, method=method,
-                                         headers=headers or {})
+                                         headers=self.auth if headers is None else headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read())

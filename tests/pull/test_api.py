@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from auth.keys import create_key
 from tests.pull.harness import PullHarness, entry
 from tests.pull.sftpserver import SFTPTestServer
 
@@ -29,11 +30,26 @@ def test_errors(tmp_path: Path, sftp: SFTPTestServer) -> None:
             assert (got, answer.get("error")) == (status, code), (method, path, answer)
             assert answer.get("message"), answer
         got, answer = api.request("POST", "/api/v1/pulls/acme", None,
-                                  headers={"Content-Type": "application/json"})
+                                  headers={**api.auth, "Content-Type": "application/json"})
         assert got == 202 and answer["state"] == "queued"
         assert api.request("GET", answer["url"])[1]["state"] == "queued"
         providers = api.request("GET", "/api/ingress/v1/pulls/providers")[1]["providers"]
         assert [p["name"] for p in providers] == ["acme"] and providers[0]["auth"] == "password"
+
+
+def test_the_jobs_api_needs_a_key_with_the_pulls_scope(tmp_path: Path, sftp: SFTPTestServer) -> None:
+    """Issue 11: anyone could start jobs and read every job's files."""
+    with PullHarness(tmp_path, {"acme": entry(sftp)}, sftp).start(puller=False) as api:
+        assert api.services is not None
+        other = create_key(api.services.database.engine, "ops-admin", ["admin", "staff"])
+        paths = [("POST", "/api/v1/pulls/acme"), ("GET", "/api/v1/pulls/jobs"),
+                 ("GET", "/api/v1/pulls/jobs/" + "0" * 32), ("GET", "/api/ingress/v1/pulls/providers")]
+        for method, path in paths:
+            got, answer = api.request(method, path, headers={})
+            assert (got, answer["error"]) == (401, "unauthorized"), (method, path)
+            got, answer = api.request(method, path, headers={"Authorization": f"Bearer {other}"})
+            assert (got, answer["error"]) == (403, "forbidden"), (method, path)
+        assert api.request("GET", "/api/v1/pulls/jobs")[0] == 200
 
 
 def test_a_job_posted_to_a_gateway_is_run_by_a_puller_elsewhere(

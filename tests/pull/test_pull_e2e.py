@@ -22,9 +22,12 @@ from tests.pull.harness import entry, write_config
 from tests.pull.sftpserver import SFTPTestServer
 from tests.validators.test_obj import cube_obj
 
+AUTH: dict[str, str] = {}  # the pulls key of the running test (pull_and_check)
+
 
 def call(base: str, method: str, path: str) -> dict[str, Any]:
-    request = urllib.request.Request(base + path, method=method, data=b"" if method == "POST" else None)
+    request = urllib.request.Request(base + path, method=method, headers=AUTH,
+                                     data=b"" if method == "POST" else None)
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
@@ -50,7 +53,10 @@ def stage(sftp: SFTPTestServer, keyring: Keyring, tmp_path: Path, env: dict[str,
     return {**env, "PULL_PROVIDERS": str(config), "TEST_SFTP_PASSWORD": sftp.password}
 
 
-def pull_and_check(base: str, sftp: SFTPTestServer, metrics_base: str | None) -> None:
+def pull_and_check(gateway: Gateway, sftp: SFTPTestServer, metrics_base: str | None) -> None:
+    AUTH.clear()
+    AUTH.update(gateway.api_key("pulls"))
+    base = gateway.base
     for provider, expected in (("lab", 3), ("meshes", 1)):
         started = call(base, "POST", f"/api/v1/pulls/{provider}")
         job = wait_for(lambda: (j := call(base, "GET", started["url"]))["state"] in (  # noqa: B023
@@ -81,7 +87,7 @@ def test_embedded_defaults(tmp_path: Path, sftp: SFTPTestServer, provider_keyrin
     env = stage(sftp, provider_keyring, tmp_path, {"WORKDIR": str(tmp_path / "work")})
     gateway = Gateway(env).start()
     try:
-        pull_and_check(gateway.base, sftp, gateway.base)
+        pull_and_check(gateway, sftp, gateway.base)
     finally:
         assert gateway.stop() == 0
 
@@ -109,7 +115,7 @@ def test_kafka_s3_postgres_and_a_puller_of_its_own(
     puller = Gateway({**env, "WORKDIR": str(tmp_path / "puller")}, ["puller"])
     try:
         puller.start()
-        pull_and_check(gateway.base, sftp, None)
+        pull_and_check(gateway, sftp, None)
         # the puller's own port serves the jobs API (and /metrics) too
         assert len(call(puller.base, "GET", "/api/v1/pulls/jobs?provider=lab")["jobs"]) == 1
         assert b"gateway_pull_files_total" in urllib.request.urlopen(puller.base + "/metrics").read()
