@@ -6,6 +6,9 @@
   removes it and its files asynchronously (202: ``deleting``, then ``deleted``).
 - ``POST .../lock`` and ``.../unlock``: a locked area accepts no files (409
   ``area_locked``).
+- ``GET .../status``: the area's state and its files' counts by state (``checksumming``,
+  ``checksummed``, ``checksum_mismatch``, ``unvalidated``, ``validating``, ``valid``,
+  ``invalid``, and ``files``).
 - ``PUT .../files/<name>``: the file's bytes, streamed into storage (one chunk in
   flight), at most the area's ``max_file_size`` (413, from Content-Length or while
   streaming); declared checksums in ``X-Checksum-SHA256`` / ``X-Checksum-CRC32C`` (hex).
@@ -72,6 +75,14 @@ class AreaResource(AreaHandler):
         await self.run(store.start_delete, self.services.database, area_id)
         self.set_status(202)
         self.write_json(await self.run(store.describe, self.services.database, area_id))
+
+
+class StatusResource(AreaHandler):
+    async def get(self, raw_id: str) -> None:
+        found = await self.run(store.status, self.services.database, area_id_of(raw_id))
+        if found is None:
+            raise ApiError("not_found", "no such area")
+        self.write_json(found)
 
 
 class LockResource(AreaHandler):

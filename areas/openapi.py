@@ -48,6 +48,9 @@ PATHS: dict[str, Any] = {
     "/api/v1/areas/{area_id}/submit": {"post": _post(
         "Submit: promote every validated file to perm and announce it on available",
         {"202": "submitted", "200": "submitted already"}, 409, body=False)},
+    "/api/v1/areas/{area_id}/status": {"get": _post(
+        "The area's state and its files' counts by checksum and validation state",
+        {"200": "state and counts"}, body=False)},
     "/api/v1/areas/{area_id}/lock": {"post": _post(
         "Lock the area: it accepts no files", {"200": "locked"}, 409, body=False)},
     "/api/v1/areas/{area_id}/unlock": {"post": _post(

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from areas import parts
-from areas.api import AreaResource, FileResource, LockResource, UnlockResource
+from areas.api import AreaResource, FileResource, LockResource, StatusResource, UnlockResource
 from areas.direct import AbortUpload, CompleteUpload, StartUpload
 from areas.submit import SubmitResource, ValidateResource
 from areas.web import AREA_ID
@@ -22,6 +22,7 @@ def routes(services: Any, prefixes: tuple[str, ...]) -> list[Any]:
             (rf"{base}/files/(.+)/uploads", StartUpload, deps),
             (rf"{base}/validate", ValidateResource, deps),
             (rf"{base}/submit", SubmitResource, deps),
+            (rf"{base}/status", StatusResource, deps),
             (rf"{base}/lock", LockResource, deps),
             (rf"{base}/unlock", UnlockResource, deps),
             (rf"{base}/files/(.+)", FileResource, deps),

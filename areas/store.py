@@ -301,6 +301,16 @@ def describe(database: Database, area_id: str) -> dict[str, Any] | None:
             "submitted": json.loads(area["submitted"]) if area["submitted"] else None}
 
 
+def status(database: Database, area_id: str) -> dict[str, Any] | None:
+    """The area's state and its files' counts by state (what a submitter or the
+    ingestion service polls)."""
+    with database.engine.connect() as conn:
+        state = conn.execute(select(areas.c.state).where(areas.c.id == area_id)).scalar()
+        if state is None:
+            return None
+        return {"area_id": area_id, "state": state, "counts": _counts(conn, area_id)}
+
+
 def validation_view(row: dict[str, Any]) -> dict[str, Any]:
     duration = row["duration_seconds"]
     return {

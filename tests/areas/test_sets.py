@@ -60,7 +60,7 @@ def finished(areas: Areas, area_id: str, validation_id: str) -> dict[str, Any]:
     return next(v for v in area["validations"] if v["validation_id"] == validation_id)
 
 
-def whole_flow(areas: Areas, settings: Settings) -> None:
+def whole_flow(areas: Areas, settings: Settings) -> str:
     area_id = areas.create()
     good = {f"run/R{i}.fastq": b"@read\n" + os.urandom(50_000) for i in (1, 2)}
     for name, data in good.items():
@@ -128,6 +128,10 @@ def whole_flow(areas: Areas, settings: Settings) -> None:
             break
         time.sleep(0.1)
     assert set(statuses.values()) == {"available"}, statuses
+    status, counts = areas.call("GET", areas.url(area_id, "status"))
+    assert status == 200 and counts == {"area_id": area_id, "state": "submitted",
+                                        "counts": areas.get(area_id)["counts"]}
+    return area_id
 
 
 def area_events(settings: Settings, area_id: str) -> list[dict[str, Any]]:
@@ -153,9 +157,22 @@ def test_validate_and_submit_embedded(tmp_path: Path) -> None:
     env = {"WORKDIR": str(tmp_path / "work"), "URL_SIGNING_KEY": "t", **validator_env(tmp_path)}
     gateway = Gateway(env).start()
     try:
-        whole_flow(Areas(gateway), Settings.from_env(gateway.env))
+        settings = Settings.from_env(gateway.env)
+        area_id = whole_flow(Areas(gateway), settings)
+        events = area_events(settings, area_id)
     finally:
         assert gateway.stop() == 0
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "created" and kinds[-1] == "submitted", kinds
+    assert {"file_stored", "checksummed", "checksum_mismatch", "validating", "validated",
+            "validation_failed"} <= set(kinds)
+    assert events[0]["counts"]["files"] == 0
+    assert events[-1]["counts"]["valid"] == events[-1]["counts"]["files"] == 4
+    failed = next(e for e in events if e["event"] == "validation_failed")
+    assert failed["validation"]["exit_code"] == 3 and failed["validation"]["files"] == [
+        "run/R3.fastq"]
+    stored = [e for e in events if e["event"] == "file_stored"]
+    assert stored[0]["file"] and stored[0]["version"] == 1
 
 
 @pytest.mark.kafka
