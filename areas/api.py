@@ -110,8 +110,8 @@ class FileResource(AreaHandler):
         self.declared: dict[str, str] = {}
 
     async def prepare(self) -> None:
-        super().prepare()
-        if self.request.method != "PUT":
+        await super().prepare()
+        if self._finished or self.request.method != "PUT":
             return
         raw_id, name = self.path_args
         area_id, name = area_id_of(raw_id), checked_name(name)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from areas.names import name_problem
 from areas.store import AreaError
+from auth import authorize
 from upload.base import ApiHandler
 from upload.errors import ApiError
 
@@ -22,17 +23,21 @@ UUID = re.compile(AREA_ID)
 
 class AreaHandler(ApiHandler):
     """Base of the area API's handlers. Every request needs an API key with the scope
-    ``areas`` (``authorize``)."""
+    ``areas`` (``auth.web.authorize`` in ``prepare``)."""
 
     scope = "areas"
 
-    def authorize(self) -> None:
-        """The scope check: the one call that requires ``scope`` of the caller's API key
-        (auth/). Until auth/ is on main it lets every caller through."""
-
-    def prepare(self) -> Any:
+    async def prepare(self) -> None:
+        """405 for a method the handler lacks, then the scope check (auth/): 401 without
+        credentials, 403 without the scope; either finishes the request, and Tornado then
+        calls no method (a streamed body is not read)."""
         self.check_method()
-        self.authorize()
+        if self.request.method == "PUT":
+            # a refusal comes before the body is read: Tornado closes the connection
+            # after the answer, which the client must not reuse
+            self.set_header("Connection", "close")
+        if await authorize(self, self.scope):
+            self.clear_header("Connection")
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()

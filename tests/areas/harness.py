@@ -21,10 +21,12 @@ def sums(data: bytes) -> dict[str, str]:
 
 class Areas:
     def __init__(self, gateway: Gateway, headers: dict[str, str] | None = None) -> None:
+        """Calls with ``headers``; by default those of a new API key with the scope
+        ``areas`` (the ingestion service's and the submitter's)."""
         self.gateway = gateway
         self.session = requests.Session()
         self.session.trust_env = False
-        self.session.headers.update(headers or {})
+        self.session.headers.update(gateway.api_key("areas") if headers is None else headers)
 
     def url(self, area_id: str, *rest: str) -> str:
         return "/".join([f"{self.gateway.base}/api/v1/areas/{area_id}", *rest])

@@ -114,3 +114,29 @@ def test_delete_is_asynchronous_and_removes_everything(areas: Areas) -> None:
     status, answer = areas.put(area_id, "late", b"x")
     assert (status, answer["error"]) == (409, "area_deleting")
     assert areas.call("DELETE", areas.url(area_id))[0] == 202  # idempotent
+
+
+def test_every_endpoint_needs_a_key_with_the_areas_scope(areas: Areas) -> None:
+    """Issue 17 item 1: no key gets 401, a key without the scope 403; the signed part
+    URLs of a direct upload are their own credential (tests/areas/test_direct.py)."""
+    area_id = areas.create()
+    name = "f.txt"
+    calls = [("POST", areas.url(str(uuid.uuid4()))), ("GET", areas.url(area_id)),
+             ("DELETE", areas.url(area_id)), ("POST", areas.url(area_id, "lock")),
+             ("POST", areas.url(area_id, "unlock")), ("GET", areas.url(area_id, "status")),
+             ("PUT", areas.file_url(area_id, name)), ("GET", areas.file_url(area_id, name)),
+             ("POST", areas.file_url(area_id, name, "uploads")),
+             ("POST", areas.file_url(area_id, name, "uploads", "0" * 32, "complete")),
+             ("DELETE", areas.file_url(area_id, name, "uploads", "0" * 32)),
+             ("PUT", areas.url(area_id, "validate")), ("POST", areas.url(area_id, "submit"))]
+    anonymous = Areas(areas.gateway, {})
+    others = Areas(areas.gateway, areas.gateway.api_key("pulls", "staff", "admin"))
+    for method, url in calls:
+        status, answer = anonymous.call(method, url, data=b"x" * 100)
+        assert (status, answer["error"]) == (401, "unauthorized"), (method, url)
+        status, answer = others.call(method, url, data=b"x" * 100)
+        assert (status, answer["error"]) == (403, "forbidden"), (method, url)
+    area = areas.get(area_id)
+    assert area["state"] == "open" and area["files"] == []
+    assert anonymous.call("GET", areas.url(area_id, "status"),
+                          headers={"Authorization": "Bearer nonsense"})[0] == 401
