@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,18 @@ def upload_row(workdir: Path, request_id: str) -> dict[str, Any]:
     return dict(row)
 
 
-def stored_bytes(workdir: Path, request_id: str) -> bytes:
-    row = upload_row(workdir, request_id)
-    return (workdir / BUCKET_DIRS[row["bucket"]] / row["object_key"]).read_bytes()
+def stored_bytes(workdir: Path, request_id: str, timeout: float = 10) -> bytes:
+    """The stored bytes, wherever they are: a verdict may move the object between reading
+    its row and reading the file, so a missing file means read the row again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = upload_row(workdir, request_id)
+        try:
+            return (workdir / BUCKET_DIRS[row["bucket"]] / row["object_key"]).read_bytes()
+        except FileNotFoundError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def status(gateway: Gateway, request_id: str, ident: str | None = DEFAULT) -> dict[str, Any]:
