@@ -241,6 +241,21 @@ def get_upload(database: Database, area_id: str, upload_id: str) -> dict[str, An
     return dict(found) if found else None
 
 
+def stale_uploads(database: Database, older_than: Any) -> list[dict[str, Any]]:
+    """Direct uploads started before ``older_than`` (their part URLs expired long ago)."""
+    with database.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(
+            select(area_uploads).where(area_uploads.c.created_at < older_than)
+            .limit(500)).mappings()]
+
+
+def open_upload_keys(database: Database, keys: Sequence[str]) -> set[str]:
+    """The object keys among ``keys`` of a direct upload recorded in progress."""
+    with database.engine.connect() as conn:
+        return set(conn.execute(select(area_uploads.c.object_key)
+                                .where(area_uploads.c.object_key.in_(list(keys)))).scalars())
+
+
 def remove_upload(database: Database, upload_id: str) -> None:
     with database.engine.begin() as conn:
         conn.execute(delete(area_uploads).where(area_uploads.c.id == upload_id))

@@ -13,7 +13,11 @@ checksums also go on the S3 object as tags (``sha1``, ``sha256``, ``crc32c``,
 """
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,7 +28,7 @@ from areas.validation import SetValidator
 from bus import Message
 from core.consumer import ConsumerLoop, MalformedMessage
 from core.services import Services
-from storage import AREAS_PREFIX
+from storage import AREAS_PREFIX, object_age
 from storage.direct import direct_uploads, object_tags, prefix_listing
 
 logger = logging.getLogger(__name__)
@@ -81,8 +85,6 @@ class Checksummer:
 
     @staticmethod
     def _matches(declared_json: str, checksums: dict[str, str]) -> bool:
-        import json
-
         declared = json.loads(declared_json)
         return all(checksums[k] == v for k, v in declared.items() if k in checksums)
 
@@ -126,10 +128,69 @@ class AreaWork:
             logger.info("area %s deleted (%d objects)", area_id, len(set(keys)))
 
 
+class UploadSweeper:
+    """Abandoned direct uploads: one whose part URLs expired (``URL_EXPIRY``) an hour ago
+    and that was never completed is aborted and forgotten; an unfinished multipart upload
+    under ``areas/`` that no row names (a gateway that died between starting it and
+    recording it) is aborted once it is as old. The general clean-up leaves ``areas/``
+    to this (storage/direct.py)."""
+
+    GRACE = 3600.0
+
+    def __init__(self, services: Services, interval: float = 300.0) -> None:
+        self.services = services
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="area-upload-sweeper",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - try again next round
+                logger.exception("area upload sweep failed")
+
+    def sweep(self, now: float | None = None) -> int:
+        direct = direct_uploads(self.services.storage)
+        if direct is None:
+            return 0
+        now = time.time() if now is None else now
+        max_age = self.services.settings.url_expiry + self.GRACE
+        cutoff = dt.datetime.fromtimestamp(now - max_age, dt.UTC)
+        swept = 0
+        for upload in store.stale_uploads(self.services.database, cutoff):
+            direct.abort_direct("quarantine", upload["object_key"],
+                                json.loads(upload["storage_state"]))
+            store.remove_upload(self.services.database, upload["id"])
+            logger.info("area %s: direct upload %s of %s abandoned; aborted", upload["area_id"],
+                        upload["id"], upload["name"])
+            swept += 1
+        old = [(key, state) for key, state, started in direct.list_direct("quarantine",
+                                                                         AREAS_PREFIX)
+               if object_age(key, now - started, now) > max_age]
+        known = store.open_upload_keys(self.services.database, [key for key, _ in old])
+        for key, state in old:
+            if key not in known:
+                direct.abort_direct("quarantine", key, state)
+                swept += 1
+        return swept
+
+
 class AreaWorkers:
-    """The ``checksummer`` role: both loops."""
+    """The ``checksummer`` role: both loops, and the sweeper of abandoned direct uploads."""
 
     def __init__(self, services: Services) -> None:
+        self.sweeper = UploadSweeper(services)
         self.checksummer = Checksummer(services)
         self.loops = [
             ConsumerLoop(services.bus, "area-checksummer", [CHECKSUM_TOPIC], self.checksummer,
@@ -141,8 +202,10 @@ class AreaWorkers:
     def start(self) -> None:
         for loop in self.loops:
             loop.start()
+        self.sweeper.start()
 
     def stop(self) -> None:
+        self.sweeper.stop()
         for loop in self.loops:
             loop.stop()
         self.checksummer.close()

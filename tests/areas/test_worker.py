@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -19,9 +20,10 @@ import pytest
 from areas import store
 from areas.api import object_key, put_part_size
 from areas.jobs import checksum_job
-from areas.worker import AreaWork, Checksummer
+from areas.worker import AreaWork, Checksummer, UploadSweeper
 from core.services import Services
 from core.settings import Settings
+from storage.direct import direct_uploads
 
 
 @pytest.fixture(params=["localdisk", pytest.param("s3", marks=[pytest.mark.s3,
@@ -115,3 +117,24 @@ def test_a_replaced_version_is_not_recorded(services: Services) -> None:
         checksummer.close()
     row = store.current_file(database, area_id, "same")
     assert json.loads(row["checksums"])["sha256"] == hashlib.sha256(b"second").hexdigest()
+
+
+def test_abandoned_direct_uploads_are_aborted(services: Services) -> None:
+    database = services.database
+    direct = direct_uploads(services.storage)
+    area_id = str(uuid.uuid4())
+    store.create_area(database, area_id, 10**9)
+    recorded_key, orphan_key = object_key(area_id), object_key(area_id)
+    recorded = direct.start_direct("quarantine", recorded_key)
+    upload_id = store.add_upload(database, area_id, "big", recorded_key, 10, 5 * 2**20, {},
+                                 recorded)
+    orphan = direct.start_direct("quarantine", orphan_key)  # its gateway died before the row
+    sweeper = UploadSweeper(services)
+    assert sweeper.sweep() == 0  # young: their clients may still be sending parts
+    later = time.time() + services.settings.url_expiry + UploadSweeper.GRACE + 60
+    assert sweeper.sweep(now=later) == 2
+    assert store.get_upload(database, area_id, upload_id) is None
+    for key, state in ((recorded_key, recorded), (orphan_key, orphan)):
+        with pytest.raises(FileNotFoundError):
+            direct.direct_parts("quarantine", key, state)
+    assert sweeper.sweep(now=later) == 0
