@@ -21,6 +21,23 @@ from tests.helpers import free_port, identity, multipart, wait_for
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Every process a Gateway started; tests/conftest.py kills those still running after each
+# test, so that a test which failed before stopping its gateways cannot leave them working
+# on the shared database and bus for the tests after it.
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def kill_leftovers() -> list[int]:
+    """Kill every started process still running; returns their pids."""
+    left = [process for process in STARTED if process.poll() is None]
+    for process in left:
+        process.kill()
+    for process in left:
+        process.wait(10)
+    STARTED.clear()
+    return [process.pid for process in left]
+
+
 class Gateway:
     def __init__(self, env: dict[str, str], role: list[str] | None = None) -> None:
         self.port = int(env.get("LISTEN_PORT") or free_port())
@@ -35,6 +52,7 @@ class Gateway:
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "app.py"), *self.role], cwd=ROOT, env=self.env,
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        STARTED.append(self.process)
         if not wait_for(self._healthy, timeout=30):
             self.stop()
             raise AssertionError(f"gateway did not start:\n{self.log.read_text()[-3000:]}")
@@ -51,10 +69,20 @@ class Gateway:
             return False
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
+        """Signal the process and wait for it. One that does not exit in ``timeout`` is
+        killed before the failure is raised: a gateway left running would hold its
+        database connections and keep working on the shared database for the rest of
+        the session (every later test then waits behind its locks)."""
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        return self.process.wait(timeout)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            raise AssertionError(f"{self.role or 'all'} did not exit {timeout:.0f} s after "
+                                 f"signal {sig}; killed:\n{self.log.read_text()[-3000:]}") from None
 
     def upload(self, data: bytes, content_type: str = "application/vnd.redhat.testareno.e2e+tgz",
                headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
