@@ -46,8 +46,9 @@ PATHS: dict[str, Any] = {
             "application/json": {"schema": {"type": "object"}}}},
         "responses": _answers({"202": "scheduled"}, 409)}},
     "/api/v1/areas/{area_id}/submit": {"post": _post(
-        "Submit: promote every validated file to perm and announce it on available",
-        {"202": "submitted", "200": "submitted already"}, 409, body=False)},
+        "Submit: promote every validated file to perm and announce it on available; "
+        "{reject_invalid: true} rejects the invalid ones",
+        {"202": "submitted", "200": "submitted already"}, 409)},
     "/api/v1/areas/{area_id}/status": {"get": _post(
         "The area's state and its files' counts by checksum and validation state",
         {"200": "state and counts"}, body=False)},

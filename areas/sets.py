@@ -112,11 +112,28 @@ def request_id_for(area_id: str, name: str, version: int) -> str:
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
-def submit(database: Database, area_id: str) -> tuple[bool, list[dict[str, Any]]]:
+def _verdict(row: dict[str, Any], reject_invalid: bool) -> tuple[str, str | None] | None:
+    """A file's verdict at submission: success (valid), failure with its reason (with
+    ``reject_invalid``: checksums that differ from those declared, or an invalid
+    validation), or None (not decided yet: the submission waits)."""
+    if row["checksum_state"] == "checksummed" and row["validation_state"] == "valid":
+        return "success", None
+    if not reject_invalid:
+        return None
+    if row["checksum_state"] == "checksum_mismatch":
+        return "failure", "checksum_mismatch: the checksums differ from those declared"
+    if row["validation_state"] == "invalid":
+        return "failure", "invalid"
+    return None
+
+
+def submit(database: Database, area_id: str, reject_invalid: bool = False
+           ) -> tuple[bool, list[dict[str, Any]]]:
     """Mark the area ``submitted`` with its files (name, version, request id, object key,
-    size, checksums); when it is submitted already, the same list again (the caller
-    repeats the idempotent promotion). ``AreaError`` 409 ``not_validated`` naming the
-    files that are not valid."""
+    size, checksums, verdict and reason); when it is submitted already, the same list
+    again (the caller repeats the idempotent promotion). ``AreaError`` 409
+    ``not_validated`` naming the files that are not valid (with ``reject_invalid``: that
+    are not decided, valid or invalid, yet)."""
     with database.engine.begin() as conn:
         area = _locked_area(conn, area_id)
         if area["state"] == "submitted":
@@ -128,16 +145,34 @@ def submit(database: Database, area_id: str) -> tuple[bool, list[dict[str, Any]]
             .order_by(area_files.c.name)).mappings()]
         if not rows:
             raise AreaError("not_validated", "the area has no files")
-        unready = [r["name"] for r in rows if r["validation_state"] != "valid"
-                   or r["checksum_state"] != "checksummed"]
+        verdicts = {r["name"]: _verdict(r, reject_invalid) for r in rows}
+        unready = [name for name, verdict in verdicts.items() if verdict is None]
         if unready:
             raise AreaError("not_validated", f"not validated: {', '.join(unready)}")
-        submitted = [{"name": r["name"], "version": r["version"],
-                      "request_id": request_id_for(area_id, r["name"], r["version"]),
-                      "object_key": r["object_key"], "size": r["size"],
-                      "checksums": json.loads(r["checksums"])} for r in rows]
+        reasons = _validation_reasons(conn, rows)
+        submitted = []
+        for r in rows:
+            verdict, reason = verdicts[r["name"]] or ("failure", None)
+            if reason == "invalid":
+                reason = f"invalid: {reasons.get(r['validation_id']) or 'validation failed'}"
+            submitted.append({
+                "name": r["name"], "version": r["version"],
+                "request_id": request_id_for(area_id, r["name"], r["version"]),
+                "object_key": r["object_key"], "size": r["size"],
+                "checksums": json.loads(r["checksums"]), "verdict": verdict,
+                "reason": reason})
         conn.execute(update(areas).where(areas.c.id == area_id).values(
             state="submitted", submitted=json.dumps(submitted), updated_at=utcnow()))
-        database.enqueue(conn, [_event(conn, area_id, "submitted",
-                                       request_ids=[f["request_id"] for f in submitted])])
+        database.enqueue(conn, [_event(
+            conn, area_id, "submitted", request_ids=[f["request_id"] for f in submitted],
+            rejected=[f["name"] for f in submitted if f["verdict"] == "failure"])])
     return True, submitted
+
+
+def _validation_reasons(conn: Any, rows: Sequence[dict[str, Any]]) -> dict[str, str | None]:
+    ids = [r["validation_id"] for r in rows if r["validation_id"]]
+    if not ids:
+        return {}
+    found = conn.execute(select(area_validations.c.id, area_validations.c.reason)
+                         .where(area_validations.c.id.in_(ids)))
+    return {row.id: row.reason for row in found}

@@ -11,9 +11,13 @@
   success verdict through the verdict path every intake's payloads take
   (core/verdicts.py): its object moves to perm and ``platform.upload.available``
   announces it (through the outbox); its request id (``request_ids`` in the answer) has a
-  status and a timeline (``GET /api/v1/uploads/<request_id>``). 202 the first time, 200
-  for a repeated submission, which repeats the promotion idempotently (a crash halfway
-  through is finished by submitting again).
+  status and a timeline (``GET /api/v1/uploads/<request_id>``). With
+  ``{"reject_invalid": true}`` the files whose checksums differ from those declared, or
+  whose validation failed, are rejected instead (a failure verdict with that reason: the
+  object moves to the reject bucket, the upload is ``rejected``; ``rejected`` in the
+  answer); files not decided yet still make it 409. 202 the first time, 200 for a
+  repeated submission, which repeats the promotion idempotently (a crash halfway through
+  is finished by submitting again).
 """
 from __future__ import annotations
 
@@ -83,16 +87,24 @@ def promote(services: Services, area_id: str, files: list[dict[str, Any]]) -> No
             pass  # recorded by an earlier submission
     verdicts = VerdictHandler(services.settings, services.storage, database,
                               services.relay.wake)
-    verdicts.handle_batch([{"request_id": f["request_id"], "validation": "success",
-                            "area_id": area_id} for f in files])
+    verdicts.handle_batch([
+        {"request_id": f["request_id"], "validation": f.get("verdict", "success"),
+         "area_id": area_id, **({"reason": f["reason"]} if f.get("reason") else {})}
+        for f in files])
 
 
 class SubmitResource(AreaHandler):
     async def post(self, raw_id: str) -> None:
         area_id = area_id_of(raw_id)
-        first, files = await self.run(sets.submit, self.services.database, area_id)
+        body = self.json_body()
+        reject = body.get("reject_invalid", False)
+        if not isinstance(reject, bool) or set(body) - {"reject_invalid"}:
+            raise ApiError("bad_request", "the body may hold reject_invalid (a boolean)")
+        first, files = await self.run(sets.submit, self.services.database, area_id, reject)
         await self.run(promote, self.services, area_id, files)
         logger.info("area %s submitted: %d files", area_id, len(files))
         self.set_status(202 if first else 200)
         self.write_json({"area_id": area_id, "state": "submitted",
-                         "request_ids": {f["name"]: f["request_id"] for f in files}})
+                         "request_ids": {f["name"]: f["request_id"] for f in files},
+                         "rejected": {f["name"]: f["reason"] for f in files
+                                      if f.get("verdict") == "failure"}})

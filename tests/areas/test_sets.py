@@ -192,3 +192,53 @@ def test_validate_and_submit_on_kafka_s3_postgres(tmp_path: Path, kafka_bootstra
         whole_flow(Areas(gateway), Settings.from_env(gateway.env))
     finally:
         assert gateway.stop() == 0
+
+
+def test_submit_rejecting_the_invalid_files(tmp_path: Path) -> None:
+    """With reject_invalid, a file whose checksums differ from those declared and one
+    whose validation failed are rejected through the verdict path (reject bucket, status
+    rejected with the reason), the valid ones promoted; undecided files still wait."""
+    work = tmp_path / "work"
+    gateway = Gateway({"WORKDIR": str(work), "URL_SIGNING_KEY": "t",
+                       **validator_env(tmp_path)}).start()
+    try:
+        areas = Areas(gateway)
+        area_id = areas.create()
+        for name in ("R1", "R2"):
+            assert areas.put(area_id, name, b"@" + name.encode())[0] == 201
+        assert areas.put(area_id, "bad", b"BAD record")[0] == 201
+        assert areas.put(area_id, "mismatch", b"@m", sha256="2" * 64)[0] == 201
+        areas.wait_checksummed(area_id)
+        bad = validate(areas, area_id, "bad")
+        status, answer = areas.call("POST", areas.url(area_id, "submit"),
+                                    json={"reject_invalid": True})
+        assert status == 409 and "R1" in answer["message"], answer  # R1, R2 undecided
+        assert finished(areas, area_id, validate(areas, area_id, "R1", "R2")["validation_id"])[
+            "state"] == "valid"
+        assert finished(areas, area_id, bad["validation_id"])["state"] == "invalid"
+        assert areas.call("POST", areas.url(area_id, "submit"))[0] == 409
+        assert areas.call("POST", areas.url(area_id, "submit"),
+                          json={"reject_invalid": "yes"})[0] == 400
+        status, answer = areas.call("POST", areas.url(area_id, "submit"),
+                                    json={"reject_invalid": True})
+        assert status == 202, answer
+        assert answer["rejected"] == {
+            "bad": "invalid: bad: bad record",
+            "mismatch": "checksum_mismatch: the checksums differ from those declared"}
+        ids = answer["request_ids"]
+
+        def statuses() -> dict[str, Any]:
+            return {name: areas.call("GET", f"{gateway.base}/api/v1/uploads/{rid}")[1]
+                    for name, rid in ids.items()}
+        deadline = time.monotonic() + 30
+        while {s["status"] for s in statuses().values()} != {"available", "rejected"}:
+            assert time.monotonic() < deadline, statuses()
+            time.sleep(0.1)
+        final = statuses()
+        assert {n: s["status"] for n, s in final.items()} == {
+            "R1": "available", "R2": "available", "bad": "rejected", "mismatch": "rejected"}
+        assert final["bad"]["reason"] == "invalid: bad: bad record"
+        rejected = sorted(p.name for p in (work / "upload-reject" / "areas" / area_id).iterdir())
+        assert len(rejected) == 2
+    finally:
+        assert gateway.stop() == 0
