@@ -16,12 +16,28 @@ copy per resend. A fatal producer error (idempotence state lost) recreates the p
 
 Consumer: ``group.id`` = group, ``enable.auto.commit=false``,
 ``enable.auto.offset.store=false``, ``auto.offset.reset=earliest``,
-``allow.auto.create.topics=true``; ``commit`` commits offset+1 synchronously. A commit
-refused because this member left the group or lost the partition in a rebalance is
-dropped with a warning: the partition's new owner gets the message again. Other commit
-failures raise ``BusUnavailable`` (retry). ``poll`` skips error events (logged); a fatal
-one raises ``BusUnavailable``. A member that does not poll for ``max.poll.interval.ms``
-(5 min, librdkafka's default) is removed from the group.
+``allow.auto.create.topics=true``, ``partition.assignment.strategy=cooperative-sticky``
+(a member joining or leaving moves only the partitions that change hands; every member of
+a group must use it). ``commit`` commits offset+1 synchronously, with whatever ``store``
+noted. Rebalances (issue 12 item 4):
+
+- each assignment of a partition is numbered and every message carries the number it was
+  polled under (``Message.generation``); a message of a partition that was revoked, lost
+  or assigned again since it was polled is never committed (its new owner, maybe this
+  member again, has it again from the committed offset), so a late commit cannot move
+  an offset backwards over a newer owner's;
+- on revoke (an orderly rebalance, ``close``) the offsets stored for the revoked
+  partitions are committed before they go, so their next owner starts after them; on
+  lost (this member was dropped) nothing is committed;
+- a commit refused because a rebalance is in progress, the generation changed or the
+  member is unknown is given up at once (logged): retrying it cannot succeed, and a
+  member that waits instead of polling is dropped from the group. What it carried stays
+  stored for the revoke, or is redelivered. Other commit failures raise
+  ``BusUnavailable``: the caller retries later while it keeps polling.
+
+``poll`` skips error events (logged); a fatal one raises ``BusUnavailable``. A member
+that does not poll for ``max.poll.interval.ms`` (5 min, librdkafka's default) is removed
+from the group.
 
 Timeouts and backoffs are short enough for loopback tests and sane in production:
 reconnect backoff 100 ms to 2 s, connection setup timeout 10 s, fetch wait 10 ms (a
@@ -44,6 +60,7 @@ second, so each kind of line is logged at most once a minute (bus/quiet.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -71,6 +88,10 @@ SESSION_TIMEOUT = 10.0
 CHECK_TIMEOUT = 3.0
 CREATE_TIMEOUT = 5.0
 CLOSE_FLUSH_TIMEOUT = 5.0
+# Incremental rebalancing (KIP-429): a member joining or leaving moves only the partitions
+# that change hands; the others keep being consumed through the rebalance. Every member
+# of a group must use the same strategy.
+ASSIGNMENT_STRATEGY = "cooperative-sticky"
 
 COMMON_CONFIG: dict[str, Any] = {
     "reconnect.backoff.ms": 100,
@@ -80,8 +101,10 @@ COMMON_CONFIG: dict[str, Any] = {
     "retry.backoff.max.ms": 1000,
     "log.connection.close": False,  # brokers close idle connections: not news
 }
-# A rebalance took the partition (or the member) away: the new owner redelivers.
+# A rebalance is taking (or took) the partition or the member away: a commit now cannot
+# succeed in this generation; stored offsets are committed on revoke, or redelivered.
 LOST_OWNERSHIP = {
+    KafkaError.REBALANCE_IN_PROGRESS,
     KafkaError.ILLEGAL_GENERATION,
     KafkaError.UNKNOWN_MEMBER_ID,
     KafkaError._ASSIGNMENT_LOST,
@@ -293,6 +316,10 @@ class KafkaProducer(Producer):
 
 
 class KafkaConsumer(Consumer):
+    """One member of a consumer group; see the module docstring for its rebalance rules.
+    Used by one thread (``poll``, ``store``, ``commit`` and the rebalance callbacks, which
+    librdkafka runs inside ``poll`` and ``close``)."""
+
     def __init__(self, servers: str, group: str, topics: Sequence[str],
                  session_timeout: float) -> None:
         self.group = group
@@ -307,8 +334,17 @@ class KafkaConsumer(Consumer):
                 "session.timeout.ms": session_ms,
                 "heartbeat.interval.ms": max(100, session_ms // 5),
                 "fetch.wait.max.ms": 10,
+                "partition.assignment.strategy": ASSIGNMENT_STRATEGY,
             }))
-        self._consumer.subscribe(list(topics))
+        self._lock = threading.Lock()
+        self._assignments = 0
+        # partition -> the assignment it belongs to (Message.generation)
+        self._owned: dict[tuple[str, int], int] = {}
+        # partition -> (assignment, next offset) handled but not yet committed
+        self._stored: dict[tuple[str, int], tuple[int, int]] = {}
+        self._committed: dict[tuple[str, int], int] = {}  # next offsets committed
+        self._consumer.subscribe(list(topics), on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         self._closed = False
 
     def poll(self, timeout: float) -> Message | None:
@@ -323,7 +359,10 @@ class KafkaConsumer(Consumer):
                 return None
             error = event.error()
             if error is None:
-                return _message(event)
+                message = _message(event, 0)
+                with self._lock:
+                    generation = self._owned.get((message.topic, message.partition), 0)
+                return dataclasses.replace(message, generation=generation)
             if error.fatal():
                 raise BusUnavailable(f"Kafka consumer: {error.str()}")
             eof = error.code() == KafkaError._PARTITION_EOF
@@ -332,32 +371,114 @@ class KafkaConsumer(Consumer):
             if remaining <= 0:
                 return None
 
+    def store(self, message: Message) -> None:
+        key = (message.topic, message.partition)
+        with self._lock:
+            if (self._owned.get(key) == message.generation
+                    and message.offset + 1 > self._committed.get(key, -1)):
+                self._stored[key] = (message.generation, message.offset + 1)
+
     def commit(self, message: Message) -> None:
-        offset = TopicPartition(message.topic, message.partition, message.offset + 1)
-        try:
-            results = self._consumer.commit(offsets=[offset], asynchronous=False)
-        except KafkaException as exc:
-            self._commit_failed(message, exc.args[0])
-            return
-        for result in results or []:
-            if result.error is not None:
-                self._commit_failed(message, result.error)
+        """Commit ``message`` and whatever else is stored, of partitions this member
+        still holds in the assignment they were polled in; the rest is not committed
+        (its new owner has it again)."""
+        self.store(message)
+        key = (message.topic, message.partition)
+        with self._lock:
+            stale = self._owned.get(key) != message.generation
+            offsets = self._current_offsets(self._stored)
+        if stale:
+            logger.info("group %s: %s[%d]@%d not committed: the partition was reassigned "
+                        "since it was polled", self.group, message.topic, message.partition,
+                        message.offset)
+        if offsets:
+            self._commit(offsets, raise_errors=True)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._consumer.close()
+            self._consumer.close()  # revokes the assignment: stored offsets are committed
 
-    def _commit_failed(self, message: Message, error: KafkaError) -> None:
+    # rebalances ---------------------------------------------------------------------------
+
+    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            self._assignments += 1
+            for tp in partitions:
+                self._owned[(tp.topic, tp.partition)] = self._assignments
+        logger.info("group %s: assigned %s", self.group, _names(partitions))
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Partitions taken away in an orderly rebalance: commit what was handled of
+        them first, so that their next owner starts after it."""
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        with self._lock:
+            stored = {key: value for key, value in self._stored.items() if key in keys}
+            offsets = self._current_offsets(stored)
+        if offsets:
+            self._commit(offsets, raise_errors=False)
+        self._forget(keys)
+        logger.info("group %s: revoked %s", self.group, _names(partitions))
+
+    def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Partitions lost without a revoke (this member was dropped from the group):
+        they may have a new owner already, so nothing of them is committed."""
+        self._forget({(tp.topic, tp.partition) for tp in partitions})
+        logger.warning("group %s: assignment lost %s; their messages are redelivered",
+                       self.group, _names(partitions))
+
+    def _forget(self, keys: set[tuple[str, int]]) -> None:
+        with self._lock:
+            for key in keys:
+                self._owned.pop(key, None)
+                self._stored.pop(key, None)
+                self._committed.pop(key, None)
+
+    def _current_offsets(self, stored: dict[tuple[str, int], tuple[int, int]]
+                         ) -> list[TopicPartition]:
+        """The stored offsets of partitions still held in their assignment (lock held)."""
+        return [TopicPartition(topic, partition, offset)
+                for (topic, partition), (generation, offset) in stored.items()
+                if self._owned.get((topic, partition)) == generation]
+
+    def _commit(self, offsets: list[TopicPartition], raise_errors: bool) -> None:
+        try:
+            results = self._consumer.commit(offsets=offsets, asynchronous=False) or []
+            errors = [result.error for result in results if result.error is not None]
+        except KafkaException as exc:
+            errors = [exc.args[0]]
+        with self._lock:
+            for tp in offsets:
+                key = (tp.topic, tp.partition)
+                if not errors and key in self._owned:
+                    self._committed[key] = max(self._committed.get(key, -1), tp.offset)
+                    if self._stored.get(key, (0, -1))[1] <= tp.offset:
+                        self._stored.pop(key, None)
+        for error in errors[:1]:
+            self._commit_failed(offsets, error, raise_errors)
+
+    def _commit_failed(self, offsets: list[TopicPartition], error: KafkaError,
+                       raise_errors: bool) -> None:
+        what = ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in offsets)
         if error.code() in LOST_OWNERSHIP:
-            logger.warning("group %s: commit of %s[%d]@%d dropped, partition reassigned (%s)",
-                           self.group, message.topic, message.partition, message.offset,
-                           error.str())
+            # at once: retrying cannot succeed in this generation, and a member that
+            # retries instead of polling is dropped from the group
+            logger.info("group %s: commit of %s not made, the assignment is changing or "
+                        "gone (%s); committed on revoke, or redelivered to the new owner",
+                        self.group, what, error.str())
+            return
+        if not raise_errors:
+            logger.warning("group %s: commit of %s on revoke failed (%s); the new owner "
+                           "gets those messages again", self.group, what, error.str())
             return
         raise BusUnavailable(f"Kafka commit: {error.str()}")
 
 
-def _message(event: Any) -> Message:
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
+
+
+def _message(event: Any, generation: int) -> Message:
     key = event.key()
     return Message(
         topic=event.topic(),
@@ -365,5 +486,6 @@ def _message(event: Any) -> Message:
         value=event.value() or b"",
         partition=event.partition(),
         offset=event.offset(),
+        generation=generation,
         headers=tuple((name, value or b"") for name, value in event.headers() or ()),
     )

@@ -6,6 +6,9 @@ malformed (``MalformedMessage``), is logged, counted and skipped. A transient fa
 (storage, bus or database unavailable) is retried with backoff on the same message, so
 nothing behind it overtakes it; any other error is retried ``MAX_ATTEMPTS`` times and then
 skipped with the traceback logged, so that one poison message cannot stop the loop.
+Each handled message is ``store``d (committed before a rebalance takes its partition); a
+commit the bus refuses now is tried again a second later while the loop keeps polling and
+handling (a member that sleeps through a rebalance is dropped from its group).
 
 With a ``batch_handler`` (by default the handler's ``handle_batch`` method, if it has
 one: the verdict handler), what is already fetched (up to ``BATCH_MAX`` messages) is handed
@@ -38,6 +41,7 @@ MAX_ATTEMPTS = 5
 # committed is handled again.
 COMMIT_EVERY = 50
 COMMIT_INTERVAL = 0.1
+COMMIT_RETRY = 1.0  # seconds before a commit the bus refused is tried again
 BATCH_MAX = 100
 
 Handler = Callable[[dict[str, Any], Message], None]
@@ -95,51 +99,52 @@ class ConsumerLoop:
                     continue
                 if message is None:
                     if done and time.monotonic() - oldest >= COMMIT_INTERVAL:
-                        self._commit_all(consumer, done)
+                        count, oldest = self._commit_all(consumer, done)
                     continue
                 if self.batch_handler is None:
                     handled = [message] if self._handle(message) else []
                 else:
                     handled = self._handle_batch(self._more(consumer, message))
                 for message in handled:
+                    consumer.store(message)  # committed before a rebalance takes it
                     if not done:
                         count, oldest = 0, time.monotonic()
                     done[(message.topic, message.partition)] = message
                     count += 1
                 if done and (count >= COMMIT_EVERY
                              or time.monotonic() - oldest >= COMMIT_INTERVAL):
-                    self._commit_all(consumer, done)
+                    count, oldest = self._commit_all(consumer, done)
         finally:
-            self._commit_all(consumer, done, final=True)
+            self._commit_final(consumer, done)
             consumer.close()
 
-    def _commit_all(self, consumer: Any, done: dict[tuple[str, int], Message],
-                    final: bool = False) -> None:
-        """Commit the last handled message of each partition. A commit that fails at stop
-        is left: those messages come back to the next member (at least once)."""
-        for message in list(done.values()):
-            if final:
-                try:
-                    consumer.commit(message)
-                except BusUnavailable as exc:
-                    logger.warning("%s: final commit failed (%s)", self.name, exc)
-            else:
-                self._commit(consumer, message)
-        done.clear()
-
-    def _commit(self, consumer: Any, message: Message) -> None:
-        """Commit, retrying while the bus is down; once stopping, one attempt (it used to
-        be none, and the commit was dropped with ``done``)."""
-        while True:
+    def _commit_all(self, consumer: Any, done: dict[tuple[str, int], Message]
+                    ) -> tuple[int, float]:
+        """Commit the last handled message of each partition, once. What the bus could
+        not take now stays in ``done`` for another try in ``COMMIT_RETRY`` seconds, while
+        the loop goes on polling (a member that sleeps instead is dropped from its group in
+        a rebalance) and handling (a later commit of the partition covers it); returns the
+        loop's new (count, oldest)."""
+        for key, message in list(done.items()):
             try:
                 consumer.commit(message)
-                return
             except BusUnavailable as exc:
-                if self._stop.is_set():
-                    logger.warning("%s: commit failed at stop (%s)", self.name, exc)
-                    return
-                logger.warning("%s: commit failed (%s); retrying", self.name, exc)
-                self._stop.wait(1.0)
+                logger.warning("%s: commit failed (%s); retrying in %.0fs, polling meanwhile",
+                               self.name, exc, COMMIT_RETRY)
+                break
+            del done[key]
+        if done:
+            return 0, time.monotonic() + COMMIT_RETRY - COMMIT_INTERVAL
+        return 0, 0.0
+
+    def _commit_final(self, consumer: Any, done: dict[tuple[str, int], Message]) -> None:
+        """One attempt each at stop; what fails comes back to the next member."""
+        for message in list(done.values()):
+            try:
+                consumer.commit(message)
+            except BusUnavailable as exc:
+                logger.warning("%s: final commit failed (%s)", self.name, exc)
+        done.clear()
 
     def _more(self, consumer: Any, first: Message) -> list[Message]:
         """``first`` and what else is ready at once (up to ``BATCH_MAX``)."""
