@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from tornado.httpserver import HTTPServer
 
+from areas.validation import preflight as areas_preflight
 from areas.worker import AreaWorkers
 from auth import AuthConfigError, auth_required
 from auth import cli as auth_cli
@@ -311,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             preflight(settings, args.name if args.role == "validator" else "all")
         except (UnknownValidator, FileNotFoundError, SettingsError) as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
+    if args.role in ("gateway", "checksummer"):  # "all": the validators' preflight did it
+        try:
+            areas_preflight(settings, installed=args.role == "checksummer")
+        except (FileNotFoundError, SettingsError) as exc:
             print(f"configuration error: {exc}", file=sys.stderr)
             return 2
     if args.role == "redrive":

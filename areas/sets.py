@@ -64,6 +64,14 @@ def get_validation(database: Database, validation_id: str) -> dict[str, Any] | N
     return dict(found) if found else None
 
 
+def mark_validating(database: Database, validation_id: str) -> None:
+    """A worker has started the validation (``scheduled`` → ``validating``)."""
+    with database.engine.begin() as conn:
+        conn.execute(update(area_validations).where(area_validations.c.id == validation_id)
+                     .where(area_validations.c.state == "scheduled")
+                     .values(state="validating", updated_at=utcnow()))
+
+
 def current_versions(database: Database, area_id: str,
                      files: Sequence[tuple[str, int]]) -> dict[str, str] | None:
     """The object keys of ``files`` (name, version), or None when any has changed."""

@@ -27,6 +27,7 @@ from typing import Any
 
 from areas import sets
 from core.services import Services
+from core.settings import Settings
 from validators.command import DEFAULT_PATH, CommandCheck, _tail
 from validators.config import validator_config
 
@@ -40,6 +41,16 @@ def commands(services: Services) -> dict[str, CommandCheck]:
             for name, argv in config.commands.items()}
 
 
+def preflight(settings: Settings, installed: bool) -> None:
+    """Start-up check of the command validators' variables (``SettingsError``); with
+    ``installed`` (where validations run) also that each command exists
+    (``FileNotFoundError``)."""
+    config = validator_config(settings)
+    if installed:
+        for argv in config.commands.values():
+            CommandCheck(argv).verify()
+
+
 class SetValidator:
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -50,6 +61,7 @@ class SetValidator:
         row = sets.get_validation(database, validation_id)
         if row is None or row["state"] in sets.FINAL:
             return
+        sets.mark_validating(database, validation_id)
         files = [(name, version) for name, version in json.loads(row["files"])]
         keys = sets.current_versions(database, area_id, files)
         check = self.commands.get(row["validator"])
