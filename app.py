@@ -10,6 +10,8 @@
     python app.py puller          the pull sources of PULL_PROVIDERS (+ jobs API, /metrics, health)
     python app.py keys add NAME --scope SCOPE ...   create an API key (printed once)
     python app.py keys list | keys revoke NAME        list or revoke API keys
+    python app.py users add NAME [--org ORG]         add a staff user (password from stdin)
+    python app.py users list | users disable NAME     list or disable staff users
     python app.py --help          this list
 
 Configuration comes from the environment (see README.md); a bad value stops start-up with
@@ -29,8 +31,9 @@ from tornado.httpserver import HTTPServer
 
 from areas.validation import preflight as areas_preflight
 from areas.worker import AreaWorkers
-from auth import AuthConfigError, auth_required
+from auth import AuthConfigError
 from auth import cli as auth_cli
+from auth.setup import preflight as auth_preflight
 from bus import get_bus
 from consumer.role import BundlerRole
 from core import logs
@@ -79,7 +82,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="app.py", description="Upload gateway",
         epilog="roles:\n" + "\n".join(f"  {k:<10} {v}" for k, v in ROLES.items())
         + "\n\ncredentials (see README, Authentication):\n"
-        + "  keys add NAME --scope SCOPE [--scope ...] | keys list | keys revoke NAME",
+        + "  keys add NAME --scope SCOPE [--scope ...] | keys list | keys revoke NAME\n"
+        + "  users add NAME [--org ORG] | users list | users disable NAME",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("role", nargs="?", default="all", choices=sorted(ROLES))
@@ -304,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        auth_required(settings.env)
+        auth_preflight(settings.env, settings.workdir)
     except AuthConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -18,7 +18,9 @@ from auth.web import (
     has_scope,
     principal_of,
     require_scope,
+    require_signed_in_page,
 )
 
 __all__ = ["SCOPES", "AuthConfigError", "Authenticator", "Principal", "Unauthorized",
-           "auth_required", "authorize", "has_scope", "principal_of", "require_scope"]
+           "auth_required", "authorize", "has_scope", "principal_of", "require_scope",
+           "require_signed_in_page"]

@@ -19,7 +19,8 @@ the method is not called. Credentials are ``Authorization: Bearer <API key>`` or
 scope ``staff``, a signed-in staff user's session cookie. With ``AUTH_REQUIRED=false`` a
 request without credentials passes (``self.principal`` is None); credentials that are sent
 are still checked. An application without an ``Authenticator`` refuses every protected
-request (500): a missing wire-up never opens an endpoint.
+request (500): a missing wire-up never opens an endpoint. A signed-in user's request that
+changes state also needs the session's CSRF token (auth/sessions.py), else 403.
 
 ``await principal_of(handler)`` tells who is calling without refusing anyone (None for
 anonymous or bad credentials), for endpoints that show more to some callers (health
@@ -39,8 +40,11 @@ from typing import Any, Callable, TypeVar
 
 import tornado.web
 from sqlalchemy.engine import Engine
+from tornado.escape import url_escape
 
 from auth.keys import SCOPES, KeyVerifier
+from auth.sessions import Session, Sessions, csrf_ok
+from auth.users import active_user
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,7 @@ class Principal:
     name: str
     scopes: frozenset[str]
     org_id: str | None = None
+    session: Session | None = None  # a signed-in user's (kind ``user``)
 
     def has(self, scope: str) -> bool:
         return scope in self.scopes
@@ -68,11 +73,17 @@ class Authenticator:
     """Resolves a request's credentials to a ``Principal``; database reads run on a small
     executor of its own, never on the event loop."""
 
-    def __init__(self, engine: Engine, required: bool = True) -> None:
+    def __init__(self, engine: Engine, required: bool = True,
+                 sessions: Sessions | None = None, oidc: Any = None) -> None:
         self.required = required
         self.keys = KeyVerifier(engine)
         self.engine = engine
+        self.sessions = sessions
+        self.oidc = oidc  # auth.oidc.OidcClient when OIDC_ISSUER is set
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="auth")
+
+    async def run(self, func: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
 
     async def identify(self, handler: tornado.web.RequestHandler) -> Principal | None:
         """The caller, None when the request carries no credentials; ``Unauthorized``
@@ -87,7 +98,12 @@ class Authenticator:
             if key is None:
                 raise Unauthorized("unknown or revoked API key")
             return Principal("key", key.name, frozenset(key.scopes))
-        return None
+        session = self.sessions.read(handler) if self.sessions is not None else None
+        if session is None:
+            return None
+        if session.via == "local" and await self.run(active_user, self.engine, session.user) is None:
+            return None  # disabled or removed since: signed out
+        return Principal("user", session.user, frozenset({"staff"}), session.org_id, session)
 
 
 def authenticator_of(handler: tornado.web.RequestHandler) -> Authenticator:
@@ -126,6 +142,12 @@ async def authorize(handler: tornado.web.RequestHandler, scope: str) -> bool:
                 "credentials required: Authorization: Bearer <API key>"
                 + (" or a signed-in staff user" if scope == "staff" else ""))
         return False
+    if principal.session is not None and not csrf_ok(handler, principal.session):
+        logger.info("%s %s refused: no valid CSRF token (user %s, Origin %s)",
+                    handler.request.method, handler.request.path, principal.name,
+                    handler.request.headers.get("Origin", "-"))
+        _refuse(handler, 403, "forbidden", "missing or wrong X-CSRF-Token, or another Origin")
+        return False
     if not principal.has(scope):
         logger.info("%s %s refused: %s %s lacks scope %s", handler.request.method,
                     handler.request.path, principal.kind, principal.name, scope)
@@ -155,6 +177,27 @@ def require_scope(scope: str) -> Callable[[F], F]:
     return decorate
 
 
+def require_signed_in_page(method: F) -> F:
+    """For pages (``/staff/``): a caller without a staff session (or key with ``staff``)
+    is sent to the sign-in page, which brings them back here."""
+
+    @functools.wraps(method)
+    async def wrapper(self: tornado.web.RequestHandler, *args: Any, **kwargs: Any) -> Any:
+        auth = authenticator_of(self)
+        principal = await principal_of(self)
+        if (principal is None and auth.required) or (principal is not None
+                                                      and not principal.has("staff")):
+            self.redirect("/auth/login?next=" + url_escape(self.request.uri or "/staff/"))
+            return None
+        self.principal = principal  # type: ignore[attr-defined]
+        result = method(self, *args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    return wrapper  # type: ignore[return-value]
+
+
 async def principal_of(handler: tornado.web.RequestHandler) -> Principal | None:
     """Who calls, without refusing anyone: None for anonymous or bad credentials."""
     auth = handler.application.settings.get("auth")
@@ -163,6 +206,11 @@ async def principal_of(handler: tornado.web.RequestHandler) -> Principal | None:
     try:
         return await auth.identify(handler)
     except Unauthorized:
+        return None
+    except Exception as exc:  # noqa: BLE001 - the database is down: anonymous, not a 500
+        logger.warning("%s %s: credentials not checked, taken as anonymous (%s: %s)",
+                       handler.request.method, handler.request.path, type(exc).__name__,
+                       str(exc).strip()[:200])
         return None
 
 
@@ -176,4 +224,4 @@ async def has_scope(handler: tornado.web.RequestHandler, scope: str) -> bool:
 
 
 __all__ = ["Authenticator", "Principal", "Unauthorized", "authorize", "has_scope",
-           "principal_of", "require_scope"]
+           "principal_of", "require_scope", "require_signed_in_page"]

@@ -3,15 +3,22 @@
 - ``GET /api/v1/asset-transfers?case_number=…&status=…[&limit=…]``: transfers, ordered by
   case, step and file name; ``status`` is one or more (comma separated) of ``unmatched``,
   ``created``, ``uploaded``, ``ready``, ``associated``, ``bundled``, ``invalid``.
-- ``POST /api/v1/treatment-plans/<uuid>/asset-transfers`` ``{"transfer_ids": [...],
-  "user": "..."}``: associates them with the plan as that user (before or after their
-  uploads finished; again with the same plan is fine). 200 with the plan document;
+- ``POST /api/v1/treatment-plans/<uuid>/asset-transfers`` ``{"transfer_ids": [...]}``:
+  associates them with the plan as the caller (the signed-in staff user's name, or
+  ``key:<name>`` for an API key with the scope ``staff``; a ``user`` field is ignored),
+  before or after their uploads finished; again with the same plan is fine. 200 with the plan document;
   400 ``bad_request``, 404 ``not_found`` (an unknown id), 409 ``already_associated``
   (another plan has it) or ``not_associable`` (unmatched name, not OBJ, failed validation,
   two files of one name in the plan).
 - ``GET /api/v1/treatment-plans/<uuid>``: the plan's transfers and assets (bundles, with a
   signed URL when done); 404 when nothing was ever associated with it.
 - ``/staff/``: the staff page (``consumer/static``).
+
+Every endpoint needs a signed-in staff user (whose requests that change state carry the
+session's CSRF token) or an API key with the scope ``staff`` (auth/); the page sends
+anyone else to ``/auth/login``. A staff user of an org (``users add NAME --org ORG``, or
+the identity provider's ``org_id`` claim) sees and associates only the transfers whose
+uploads that org made, and only plans that hold no one else's (404 otherwise).
 
 Also under ``/api/ingress/v1/``. Database calls run on the shared executor.
 """
@@ -26,6 +33,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import tornado.web
 
+from auth import Principal, require_scope, require_signed_in_page
 from consumer import plans, records
 from core.services import Services
 from upload.base import ApiHandler
@@ -48,7 +56,7 @@ def plan_uuid_of(raw: str) -> str:
     return value
 
 
-def parse_association(body: bytes) -> tuple[list[int], str]:
+def parse_association(body: bytes) -> tuple[list[int], str | None]:
     try:
         data = json.loads(body or b"null")
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -60,8 +68,8 @@ def parse_association(body: bytes) -> tuple[list[int], str]:
             isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
         raise ApiError("bad_request", f"transfer_ids must be a list of 1 to {MAX_IDS} transfer ids")
     if not isinstance(user, str) or not user.strip() or len(user.strip()) > MAX_USER:
-        raise ApiError("bad_request", f"user must be a non-empty name of at most {MAX_USER} characters")
-    return sorted(set(ids)), user.strip()
+        user = None  # only read when AUTH_REQUIRED is off and no one is signed in
+    return sorted(set(ids)), user.strip() if user else None
 
 
 def parse_statuses(raw: str | None) -> list[str]:
@@ -74,6 +82,26 @@ def parse_statuses(raw: str | None) -> list[str]:
 
 
 class BundlerApiHandler(ApiHandler):
+    principal: Principal | None
+
+    @require_scope("staff")
+    async def prepare(self) -> None:
+        """A signed-in staff user, or an API key with the scope ``staff``."""
+
+    @property
+    def org_id(self) -> str | None:
+        """The caller's org: a staff user of an org sees only that org's transfers."""
+        return self.principal.org_id if self.principal is not None else None
+
+    def acting_user(self, named: str | None) -> str:
+        """Who the association is recorded as: the caller, never a name from the body
+        (that one only when AUTH_REQUIRED is off and no one is signed in)."""
+        if self.principal is None:
+            return named or "anonymous"
+        if self.principal.kind == "key":
+            return f"key:{self.principal.name}"
+        return self.principal.name
+
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.services.executor, func, *args)
@@ -84,7 +112,7 @@ class BundlerApiHandler(ApiHandler):
 
     def read_plan(self, plan_uuid: str) -> dict[str, Any] | None:
         with self.services.database.engine.connect() as conn:
-            return plans.plan_document(conn, plan_uuid, self.signed_url)
+            return plans.plan_document(conn, plan_uuid, self.signed_url, self.org_id)
 
 
 class TransfersHandler(BundlerApiHandler):
@@ -102,13 +130,15 @@ class TransfersHandler(BundlerApiHandler):
 
     def _list(self, case_number: str | None, statuses: Sequence[str], limit: int) -> list[dict[str, Any]]:
         with self.services.database.engine.connect() as conn:
-            return records.list_transfers(conn, case_number, statuses, limit=limit)
+            return records.list_transfers(conn, case_number, statuses, limit=limit,
+                                          org_id=self.org_id)
 
 
 class PlanTransfersHandler(BundlerApiHandler):
     async def post(self, raw_uuid: str) -> None:
         plan_uuid = plan_uuid_of(raw_uuid)
-        ids, user = parse_association(self.request.body)
+        ids, named = parse_association(self.request.body)
+        user = self.acting_user(named)
         try:
             await self.run(self._associate, plan_uuid, ids, user)
         except plans.AssociationError as exc:
@@ -120,7 +150,7 @@ class PlanTransfersHandler(BundlerApiHandler):
 
     def _associate(self, plan_uuid: str, ids: list[int], user: str) -> None:
         with self.services.database.engine.begin() as conn:
-            plans.associate(conn, plan_uuid, ids, user)
+            plans.associate(conn, plan_uuid, ids, user, self.org_id)
 
 
 class PlanHandler(BundlerApiHandler):
@@ -133,6 +163,10 @@ class PlanHandler(BundlerApiHandler):
 
 
 class StaffPageHandler(tornado.web.StaticFileHandler):
+    @require_signed_in_page
+    async def prepare(self) -> None:
+        """Only for signed-in staff: anyone else is sent to the sign-in page."""
+
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Content-Type-Options", "nosniff")

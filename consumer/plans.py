@@ -52,10 +52,15 @@ def _ids(ids: Iterable[int]) -> str:
     return ", ".join(str(i) for i in sorted(ids))
 
 
-def associate(conn: Connection, plan_uuid: str, ids: Sequence[int], user: str) -> None:
+def associate(conn: Connection, plan_uuid: str, ids: Sequence[int], user: str,
+              org_id: str | None = None) -> None:
     """Associate transfers ``ids`` with the plan as ``user`` (idempotent for the same plan).
-    Raises ``AssociationError``; the caller's transaction then rolls back."""
+    With ``org_id`` (a staff user of an org) every transfer must be that org's upload, and
+    the plan must hold no other org's (else ``not_found``, as for an id that does not
+    exist). Raises ``AssociationError``; the caller's transaction then rolls back."""
     now = utcnow()
+    if org_id is not None and not plan_visible(conn, plan_uuid, org_id):
+        raise AssociationError("not_found", f"no treatment plan {plan_uuid} of org {org_id}")
     insert_ignore(conn, p, {"uuid": plan_uuid, "revision": 0, "pending": False, "attempts": 0,
                             "created_at": now, "updated_at": now}, ["uuid"])
     conn.execute(
@@ -69,9 +74,9 @@ def associate(conn: Connection, plan_uuid: str, ids: Sequence[int], user: str) -
     # transfers of any association committed before this one.
     mark_pending(conn, plan_uuid)
     query = select(t.c.id, t.c.file_name, t.c.type, t.c.unmatched_reason, t.c.treatment_plan_uuid,
-                   u.c.status).select_from(t.outerjoin(u, u.c.request_id == t.c.request_id))
+                   u.c.status, u.c.org_id).select_from(t.outerjoin(u, u.c.request_id == t.c.request_id))
     rows = conn.execute(query.where(t.c.id.in_(ids))).all()
-    missing = set(ids) - {row.id for row in rows}
+    missing = set(ids) - {row.id for row in rows if org_id is None or row.org_id == org_id}
     if missing:
         raise AssociationError("not_found", f"no asset transfer {_ids(missing)}")
     _check_rows(rows, plan_uuid)
@@ -99,10 +104,21 @@ def _check_rows(rows: Sequence[Any], plan_uuid: str) -> None:
                                    f"asset transfer {row.id} ({row.file_name}) failed validation")
 
 
+def plan_visible(conn: Connection, plan_uuid: str, org_id: str) -> bool:
+    """A plan belongs to the org of its transfers' uploads: visible to a staff user of
+    ``org_id`` when it holds no transfer of anyone else (or none yet)."""
+    others = conn.execute(
+        select(t.c.id).select_from(t.outerjoin(u, u.c.request_id == t.c.request_id))
+        .where(t.c.treatment_plan_uuid == plan_uuid,
+               (u.c.org_id.is_(None)) | (u.c.org_id != org_id)).limit(1)).first()
+    return others is None
+
+
 def plan_document(conn: Connection, plan_uuid: str,
-                  signed_url: Callable[[str, str], str]) -> dict[str, Any] | None:
+                  signed_url: Callable[[str, str], str],
+                  org_id: str | None = None) -> dict[str, Any] | None:
     plan = conn.execute(select(p).where(p.c.uuid == plan_uuid)).first()
-    if plan is None:
+    if plan is None or (org_id is not None and not plan_visible(conn, plan_uuid, org_id)):
         return None
     transfers = list_transfers(conn, None, (), plan_uuid=plan_uuid, limit=100_000)
     assets = [_asset_document(row, signed_url)

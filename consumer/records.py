@@ -168,8 +168,13 @@ def transfer_document(row: Any) -> dict[str, Any]:
 
 
 def list_transfers(conn: Connection, case_number: str | None, statuses: Sequence[str],
-                   plan_uuid: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+                   plan_uuid: str | None = None, limit: int = 500,
+                   org_id: str | None = None) -> list[dict[str, Any]]:
+    """``org_id``: only the transfers whose upload was made by that org (a staff user of
+    an org sees nothing else)."""
     query = transfer_query()
+    if org_id is not None:
+        query = query.where(u.c.org_id == org_id)
     if case_number is not None:
         query = query.where(t.c.case_number == case_number)
     if plan_uuid is not None:

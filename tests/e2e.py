@@ -46,6 +46,7 @@ class Gateway:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = Path(env["WORKDIR"]) / f"gateway-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.auth: dict[str, str] = {}  # headers helpers send (an API key: api_key())
 
     def start(self) -> Gateway:
         Path(self.env["WORKDIR"]).mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,9 @@ import tornado.web
 
 import tus
 from areas.routes import routes as area_routes
-from auth import Authenticator, auth_required
+from auth import Authenticator
+from auth import pages as auth_pages
+from auth.setup import build_authenticator
 from consumer import api as bundler_api
 from core.services import Services
 from upload import api, callbacks
@@ -36,6 +38,7 @@ def routes(services: Services) -> list[Any]:
         (r"/readyz", api.ReadyHandler, deps),
     ]
     table += bundler_api.routes(services, PREFIXES)
+    table += auth_pages.routes()
     table += tus.routes(services, PREFIXES)
     table += area_routes(services, PREFIXES)
     return table
@@ -67,7 +70,8 @@ class GatewayApplication(tornado.web.Application):
 def authenticator(services: Services) -> Authenticator:
     """The application's ``settings["auth"]`` (auth/): API keys and staff sessions from
     the database, ``AUTH_REQUIRED`` from the environment."""
-    return Authenticator(services.database.engine, required=auth_required(services.settings.env))
+    settings = services.settings
+    return build_authenticator(services.database.engine, settings.env, settings.workdir)
 
 
 def make_app(services: Services, extra_routes: list[Any] | None = None) -> tornado.web.Application:

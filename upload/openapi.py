@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from areas.openapi import PATHS as AREA_PATHS
+from auth.openapi import PATHS as AUTH_PATHS
 from consumer.openapi import PATHS as BUNDLER_PATHS
 from pull.openapi import PATHS as PULL_PATHS
 from tus.openapi import PATHS as TUS_PATHS
@@ -133,9 +134,11 @@ SPEC: dict[str, Any] = {
                                                               "content": {"application/json": {
                                                                   "schema": {"type": "object"}}}}}}},
         "/staff/": {"get": {"summary": "The staff page (HTML and a small script) over the "
-                                       "asset-transfer API", "responses": {"200": {
-                                           "description": "the page", "content": {
-                                               "text/html": {"schema": {"type": "string"}}}}}}},
+                                       "asset-transfer API; for signed-in staff", "responses": {
+                                           "200": {"description": "the page", "content": {
+                                               "text/html": {"schema": {"type": "string"}}}},
+                                           "302": {"description": "not signed in: to "
+                                                                  "/auth/login"}}}},
     },
     "components": {"schemas": {
         "Error": {"type": "object", "required": ["error", "message"],
@@ -179,7 +182,11 @@ SPEC: dict[str, Any] = {
 SPEC["paths"].update(BUNDLER_PATHS)
 SPEC["paths"].update(TUS_PATHS)
 SPEC["paths"].update(PULL_PATHS)
+SPEC["paths"].update(AUTH_PATHS)
 SPEC["paths"].update(AREA_PATHS)
 SPEC["components"]["securitySchemes"] = {
     "apiKey": {"type": "http", "scheme": "bearer",
-               "description": "an API key (python app.py keys add NAME --scope ...)"}}
+               "description": "an API key (python app.py keys add NAME --scope ...)"},
+    "staffSession": {"type": "apiKey", "in": "cookie", "name": "gw_session",
+                     "description": "a signed-in staff user (/auth/login); requests that change "
+                                    "state also send X-CSRF-Token (from /auth/session)"}}

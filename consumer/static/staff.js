@@ -6,6 +6,7 @@
 const API = "../api/v1";
 const POLL_MS = 1000;
 let pollTimer = null;
+let csrf = null;  // the session's CSRF token, sent with every request that changes state
 
 const $ = (id) => document.getElementById(id);
 
@@ -23,8 +24,11 @@ function say(text, kind) {
 }
 
 async function call(path, options) {
-  const response = await fetch(API + path, options);
+  const response = await fetch(API + path, { credentials: "same-origin", ...options });
   const body = await response.json().catch(() => ({}));
+  if (response.status === 401) {  // signed out meanwhile (expired, disabled)
+    window.location.assign(`/auth/login?next=${encodeURIComponent("/staff/")}`);
+  }
   if (!response.ok) {
     throw new Error(body.message || `${response.status} ${response.statusText}`);
   }
@@ -134,7 +138,6 @@ async function associate(event) {
   event.preventDefault();
   const ids = [...document.querySelectorAll("#transfers tbody input:checked")].map((box) => Number(box.value));
   const planUuid = $("plan-uuid").value.trim().toLowerCase();
-  const user = $("user").value.trim();
   if (ids.length === 0) {
     say("Select at least one file first.", "error");
     return;
@@ -142,8 +145,8 @@ async function associate(event) {
   try {
     const plan = await call(`/treatment-plans/${encodeURIComponent(planUuid)}/asset-transfers`, {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ transfer_ids: ids, user }),
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify({ transfer_ids: ids }),
     });
     say(`Associated ${ids.length} file(s) with ${planUuid}.`, "ok");
     showPlan(plan);
@@ -175,4 +178,16 @@ $("show-plan").addEventListener("click", () => {
   const planUuid = $("plan-uuid").value.trim().toLowerCase();
   if (planUuid) watchPlan(planUuid);
 });
-loadUnmatched();
+async function loadSession() {
+  const response = await fetch("/auth/session", { credentials: "same-origin" });
+  if (!response.ok) {
+    $("signed-in").hidden = true;  // AUTH_REQUIRED off, or an API key: no session
+    return;
+  }
+  const session = await response.json();
+  csrf = session.csrf;
+  $("user-name").textContent = session.user + (session.org_id ? ` (${session.org_id})` : "");
+  $("logout-csrf").value = csrf;
+}
+
+loadSession().then(loadUnmatched);

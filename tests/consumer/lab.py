@@ -52,13 +52,14 @@ class Lab:
         self.verdicts = VerdictHandler(settings, storage, database)
         self.offset = 0
 
-    def file(self, file_name: str, data: bytes, compress: bool = True, store: bool = True) -> AssetFile:
+    def file(self, file_name: str, data: bytes, compress: bool = True, store: bool = True,
+             org_id: str | None = None) -> AssetFile:
         asset = AssetFile(file_name, data, uuid.uuid4().hex)
         if store:
-            self.store(asset, compress)
+            self.store(asset, compress, org_id)
         return asset
 
-    def store(self, asset: AssetFile, compress: bool = True) -> None:
+    def store(self, asset: AssetFile, compress: bool = True, org_id: str | None = None) -> None:
         """What the watcher's ingest does: the object in quarantine, the upload row."""
         key = uuid.uuid4().hex
         writer = self.storage.open_writer("quarantine", key)
@@ -67,7 +68,7 @@ class Lab:
         row = {"request_id": asset.request_id, "service": "assets", "category": "obj",
                "content_type": "application/vnd.redhat.assets.obj", "filename": asset.file_name,
                "size": len(asset.data), "sha256": hashlib.sha256(asset.data).hexdigest(),
-               "mime": "text/plain", "account": None, "org_id": None, "principal": None,
+               "mime": "text/plain", "account": None, "org_id": org_id, "principal": None,
                "b64_identity": None, "metadata": "{}", "source": "watcher",
                "compression": "gzip" if compress else None, "object_key": key,
                "bucket": "quarantine"}

@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import uuid
 import zipfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -49,6 +51,30 @@ def transfer_event(kind: str, name: str, data: bytes, request_id: str) -> OutMes
     return OutMessage("platform.asset-transfer", request_id, json.dumps(value).encode())
 
 
+STAFF_USER, STAFF_PASSWORD = "dr.staff", "a long enough password"
+
+
+def add_staff_user(gateway: Gateway, name: str = STAFF_USER, password: str = STAFF_PASSWORD) -> None:
+    """The way an operator adds one: ``python app.py users add`` (password on stdin)."""
+    done = subprocess.run([sys.executable, str(ROOT / "app.py"), "users", "add", name],
+                          input=password + "\n", text=True, capture_output=True, env=gateway.env,
+                          cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def sign_in(page: Any, gateway: Gateway) -> None:
+    """Open /staff/, get sent to the sign-in page, sign in, land back on /staff/."""
+    add_staff_user(gateway)
+    page.goto(gateway.base + "/staff/")
+    assert "/auth/login" in page.url
+    page.fill("#login-user", STAFF_USER)
+    page.fill("#login-password", STAFF_PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_url(gateway.base + "/staff/")
+    page.locator("#user-name").wait_for()
+    assert page.locator("#user-name").text_content() == STAFF_USER
+
+
 def test_staff_associates_and_watches_the_bundle_appear(gateway: Gateway) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
@@ -71,7 +97,7 @@ def test_staff_associates_and_watches_the_bundle_appear(gateway: Gateway) -> Non
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(gateway.base + "/staff/")
+            sign_in(page, gateway)
             unmatched = page.locator("#unmatched tbody tr", has_text=f"{case} export.obj")
             sync_api.expect(unmatched).to_contain_text("does not match")
             page.fill("#case-number", case)
@@ -82,10 +108,11 @@ def test_staff_associates_and_watches_the_bundle_appear(gateway: Gateway) -> Non
             for box in page.locator("#transfers tbody input[type=checkbox]").all():
                 box.check()
             page.fill("#plan-uuid", plan_uuid)
-            page.fill("#user", "Dr. Staff")
             page.click("#associate")
             sync_api.expect(page.locator("#message")).to_contain_text("Associated 2 file(s)")
             sync_api.expect(page.locator("#plan-status")).to_have_text("waiting")
+            # recorded as the signed-in user
+            sync_api.expect(page.locator("#plan-transfers tbody tr").first).to_contain_text(STAFF_USER)
             # the uploads finish after the association; the verdicts follow
             publish(settings, [transfer_event("uploaded", name, data, request_ids[name])
                                for name, data in files.items()])

@@ -24,13 +24,15 @@ from tests.helpers import wait_for
 
 
 def get(gateway: Gateway, path: str) -> Any:
-    with urllib.request.urlopen(gateway.base + path, timeout=10) as response:
+    request = urllib.request.Request(gateway.base + path, headers=gateway.auth)
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
 
 def post(gateway: Gateway, path: str, body: dict[str, Any]) -> Any:
     request = urllib.request.Request(gateway.base + path, data=json.dumps(body).encode(),
-                                     method="POST", headers={"Content-Type": "application/json"})
+                                     method="POST", headers={"Content-Type": "application/json",
+                                                             **gateway.auth})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -74,6 +76,7 @@ def test_dropped_files_are_bundled_after_association(tmp_path: Path, mode_env: d
     watch.mkdir()
     gateway = Gateway({**mode_env, "WATCH_DIR": str(watch), "WATCH_QUIET_SECONDS": "0.2"}).start()
     try:
+        gateway.auth = gateway.api_key("staff")
         case = f"W{uuid.uuid4().hex[:6].upper()}"
         files = {f"{case}_Step{n}.obj": obj_mesh(n) * 50 for n in (1, 2)}
         for name, data in files.items():
@@ -84,7 +87,7 @@ def test_dropped_files_are_bundled_after_association(tmp_path: Path, mode_env: d
         ids = [t["id"] for t in get(gateway, query)["transfers"]]
         plan_uuid = str(uuid.uuid4())
         post(gateway, f"/api/v1/treatment-plans/{plan_uuid}/asset-transfers",
-             {"transfer_ids": ids, "user": "lab"})
+             {"transfer_ids": ids})
         plan_path = f"/api/v1/treatment-plans/{plan_uuid}"
         assert wait_for(lambda: get(gateway, plan_path)["status"] == "bundled", 30), get(gateway, plan_path)
         [asset] = get(gateway, plan_path)["assets"]

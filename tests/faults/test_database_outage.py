@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.postgres]
 
 def call(gateway: Gateway, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(gateway.base + path, data=data,
+    request = urllib.request.Request(gateway.base + path, data=data, headers=gateway.auth,
                                      method="GET" if body is None else "POST")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -51,6 +51,7 @@ def proxied_gateway(tmp_path: Path, pg_url: str) -> Iterator[tuple[Gateway, TcpP
 def test_read_endpoints_answer_503_while_the_database_is_down(
         proxied_gateway: tuple[Gateway, TcpProxy]) -> None:
     gateway, proxy = proxied_gateway
+    gateway.auth = gateway.api_key("staff")
     code, answer = gateway.upload(b"payload")
     assert code == 202, answer
     request_id = answer["request_id"]
@@ -63,7 +64,7 @@ def test_read_endpoints_answer_503_while_the_database_is_down(
         code, body = call(gateway, path)
         assert (code, body.get("error")) == (503, "service_unavailable"), (path, code, body)
     code, body = call(gateway, f"/api/v1/treatment-plans/{plan}/asset-transfers",
-                      {"transfer_ids": [1], "user": "dr.who"})
+                      {"transfer_ids": [1]})
     assert (code, body.get("error")) == (503, "service_unavailable"), body
     assert wait_for(lambda: (r := call(gateway, "/api/v1/health"))[0] == 503
                     and "database" in r[1]["down"], 15), call(gateway, "/api/v1/health")
