@@ -30,6 +30,19 @@ PATHS: dict[str, Any] = {
     "/auth/logout": {"post": {
         "summary": "Sign out (the session's CSRF token as X-CSRF-Token or form field csrf)",
         "responses": {"302": _REDIRECT, "403": {"description": "no valid CSRF token"}}}},
+    "/auth/oidc/start": {"get": {
+        "summary": "Sign in through the identity provider (OIDC, code flow with PKCE)",
+        "parameters": [{"name": "next", "in": "query", "schema": {"type": "string"}}],
+        "responses": {"302": {"description": "to the provider"},
+                      "404": {"description": "OIDC is not configured"},
+                      "502": {"description": "the provider cannot be reached", **_HTML}}}},
+    "/auth/oidc/callback": {"get": {
+        "summary": "Where the provider sends the browser back (code, state)",
+        "parameters": [{"name": "code", "in": "query", "schema": {"type": "string"}},
+                       {"name": "state", "in": "query", "schema": {"type": "string"}}],
+        "responses": {"302": _REDIRECT,
+                      "403": {"description": "the sign-in failed (why, in the page)", **_HTML},
+                      "404": {"description": "OIDC is not configured"}}}},
     "/auth/session": {"get": {
         "summary": "The signed-in user and the session's CSRF token",
         "responses": {"200": {"description": "user, org_id, via, csrf", "content": {

@@ -19,6 +19,7 @@ from typing import Any
 import tornado.web
 from tornado.escape import xhtml_escape
 
+from auth.oidc import OidcError, error_page
 from auth.sessions import Sessions, csrf_ok, same_origin, secure_request
 from auth.users import check_password
 from auth.web import Authenticator, authenticator_of, principal_of
@@ -144,10 +145,49 @@ class SessionHandler(AuthPage):
         self.finish(json.dumps(body))
 
 
+class OidcStartHandler(AuthPage):
+    """``/auth/oidc/start?next=``: to the identity provider (auth/oidc.py)."""
+
+    async def get(self) -> None:
+        if self.auth.oidc is None:
+            raise tornado.web.HTTPError(404)
+        try:
+            url = await self.auth.oidc.start(self, self.sessions,
+                                             safe_next(self.get_query_argument("next", None)))
+        except OidcError as exc:
+            self.fail(str(exc), 502)
+            return
+        self.redirect(url)
+
+    def fail(self, message: str, status: int) -> None:
+        logger.info("OIDC sign-in failed from %s: %s", self.request.remote_ip, message)
+        self.set_status(status)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(error_page(message))
+
+
+class OidcCallbackHandler(OidcStartHandler):
+    """``/auth/oidc/callback``: the provider sends the browser back here with a code."""
+
+    async def get(self) -> None:
+        if self.auth.oidc is None:
+            raise tornado.web.HTTPError(404)
+        try:
+            identity, next_path = await self.auth.oidc.finish(self, self.sessions)
+        except OidcError as exc:
+            self.fail(str(exc), 403)
+            return
+        self.sessions.start(self, identity.user, identity.org_id, "oidc")
+        logger.info("user %s signed in (OIDC) from %s", identity.user, self.request.remote_ip)
+        self.redirect(safe_next(next_path))
+
+
 def routes() -> list[Any]:
     table: list[Any] = [
         (r"/auth/login", LoginHandler),
         (r"/auth/logout", LogoutHandler),
         (r"/auth/session", SessionHandler),
+        (r"/auth/oidc/start", OidcStartHandler),
+        (r"/auth/oidc/callback", OidcCallbackHandler),
     ]
     return table
