@@ -64,12 +64,48 @@ def get_validation(database: Database, validation_id: str) -> dict[str, Any] | N
     return dict(found) if found else None
 
 
-def mark_validating(database: Database, validation_id: str) -> None:
-    """A worker has started the validation (``scheduled`` → ``validating``)."""
+def claim_validation(database: Database, validation_id: str) -> bool:
+    """Start the validation (``scheduled`` → ``validating``); False when it is running or
+    done already (a job delivered twice runs once)."""
+    with database.engine.begin() as conn:
+        done = conn.execute(update(area_validations)
+                            .where(area_validations.c.id == validation_id)
+                            .where(area_validations.c.state == "scheduled")
+                            .values(state="validating", updated_at=utcnow()))
+        return done.rowcount == 1
+
+
+def touch_validation(database: Database, validation_id: str) -> None:
+    """The heartbeat of a running validation (its worker is alive)."""
     with database.engine.begin() as conn:
         conn.execute(update(area_validations).where(area_validations.c.id == validation_id)
-                     .where(area_validations.c.state == "scheduled")
-                     .values(state="validating", updated_at=utcnow()))
+                     .where(area_validations.c.state == "validating")
+                     .values(updated_at=utcnow()))
+
+
+def requeue_stalled(database: Database, older_than: Any) -> list[str]:
+    """Validations whose worker went silent (``validating`` without a heartbeat since
+    ``older_than``: it died) or whose job was never started (``scheduled`` since then: its
+    worker died with it queued) go back to ``scheduled`` with a new job (compare and set
+    on ``updated_at``, so two sweepers requeue each once). Returns their ids."""
+    with database.engine.connect() as conn:
+        stalled = [dict(r) for r in conn.execute(
+            select(area_validations.c.id, area_validations.c.area_id,
+                   area_validations.c.updated_at)
+            .where(area_validations.c.state.in_(("scheduled", "validating")))
+            .where(area_validations.c.updated_at < older_than).limit(100)).mappings()]
+    requeued = []
+    for row in stalled:
+        with database.engine.begin() as conn:
+            done = conn.execute(update(area_validations)
+                                .where(area_validations.c.id == row["id"])
+                                .where(area_validations.c.updated_at == row["updated_at"])
+                                .where(area_validations.c.state.in_(("scheduled", "validating")))
+                                .values(state="scheduled", updated_at=utcnow()))
+            if done.rowcount == 1:
+                database.enqueue(conn, [jobs.validate_job(row["area_id"], row["id"])])
+                requeued.append(row["id"])
+    return requeued
 
 
 def current_versions(database: Database, area_id: str,

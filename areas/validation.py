@@ -9,7 +9,13 @@ name (``run1/R1.fastq`` → ``<tmp>/files/run1/R1.fastq``), then runs
 stdin closed and a clean environment (``PATH``, ``LANG``, ``HOME``, ``TMPDIR``,
 ``AREA_ID``, ``AREA_FILES``: the names as a JSON list, ``AREA_VALIDATION_ID``). Exit 0 →
 ``valid``, else ``invalid``; killed by its time limit → ``invalid``, reason ``timed_out``.
-Recorded: exit code, the last 2 KiB of stdout and of stderr, duration, state; announced on
+Validations run on a pool of ``VALIDATION_WORKERS`` threads beside the consumer, which
+hands each job over and goes on, so a long one never holds up the bus (Kafka's
+``max.poll.interval.ms``). The database row is the durable state: a worker claims it
+(``scheduled`` → ``validating``: a job delivered twice runs once) and keeps a heartbeat on
+it; a sweeper schedules again (with a new job) a validation whose worker went silent, or
+that stayed ``scheduled``, for ``STALLED`` seconds (a process that died). Recorded:
+exit code, the last 2 KiB of stdout and of stderr, duration, state; announced on
 ``platform.upload.area-events`` (``validated`` / ``validation_failed``). A file replaced
 meanwhile makes the validation ``stale`` (its files are ``unvalidated`` again anyway).
 """
@@ -21,6 +27,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +39,12 @@ from validators.command import DEFAULT_PATH, CommandCheck, _tail
 from validators.config import validator_config
 
 logger = logging.getLogger(__name__)
+
+
+# A running validation touches its row this often; one silent for STALLED seconds lost its
+# worker and is run again (areas/worker.py's sweeper).
+HEARTBEAT = 30.0
+STALLED = 600.0
 
 
 def commands(services: Services) -> dict[str, CommandCheck]:
@@ -57,11 +70,31 @@ class SetValidator:
         self.commands = commands(services)
 
     def __call__(self, area_id: str, validation_id: str) -> None:
+        """Run the validation if it is ``scheduled`` (claimed: ``validating``), with a
+        heartbeat every ``HEARTBEAT`` seconds until it is recorded."""
         database = self.services.database
         row = sets.get_validation(database, validation_id)
-        if row is None or row["state"] in sets.FINAL:
+        if row is None or not sets.claim_validation(database, validation_id):
             return
-        sets.mark_validating(database, validation_id)
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(validation_id, stop),
+                                name="area-validation-heartbeat", daemon=True)
+        beat.start()
+        try:
+            self._validate(area_id, validation_id, row)
+        finally:
+            stop.set()
+            beat.join(10)
+
+    def _heartbeat(self, validation_id: str, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT):
+            try:
+                sets.touch_validation(self.services.database, validation_id)
+            except Exception:  # noqa: BLE001 - the next beat tries again
+                logger.warning("validation %s: heartbeat failed", validation_id)
+
+    def _validate(self, area_id: str, validation_id: str, row: dict[str, Any]) -> None:
+        database = self.services.database
         files = [(name, version) for name, version in json.loads(row["files"])]
         keys = sets.current_versions(database, area_id, files)
         check = self.commands.get(row["validator"])

@@ -21,10 +21,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from areas import store
+from areas import sets, store
 from areas.checksums import checksum_stream
 from areas.jobs import CHECKSUM_TOPIC, WORK_TOPIC
-from areas.validation import SetValidator
+from areas.validation import STALLED, SetValidator
 from bus import Message
 from core.consumer import ConsumerLoop, MalformedMessage
 from core.services import Services
@@ -32,6 +32,8 @@ from storage import AREAS_PREFIX, object_age
 from storage.direct import direct_uploads, object_tags, prefix_listing
 
 logger = logging.getLogger(__name__)
+
+VALIDATION_WORKERS = 2  # validations run at once per checksummer process
 
 
 def _field(data: dict[str, Any], name: str, kind: type) -> Any:
@@ -92,9 +94,13 @@ class Checksummer:
 class AreaWork:
     """Validations (areas/validation.py) and deletions from ``platform.upload.area-work``."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, workers: int = VALIDATION_WORKERS) -> None:
         self.services = services
         self.validate = SetValidator(services)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="area-validation")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def __call__(self, data: dict[str, Any], message: Message | None = None) -> None:
         kind = data.get("type")
@@ -102,9 +108,16 @@ class AreaWork:
         if kind == "delete":
             self.delete(area_id)
         elif kind == "validate":
-            self.validate(area_id, _field(data, "validation_id", str))
+            validation_id = _field(data, "validation_id", str)
+            self.pool.submit(self._run_validation, area_id, validation_id)
         else:
             raise MalformedMessage(f"unknown area job type {kind!r}")
+
+    def _run_validation(self, area_id: str, validation_id: str) -> None:
+        try:
+            self.validate(area_id, validation_id)
+        except Exception:  # noqa: BLE001 - the sweeper runs it again once it looks stalled
+            logger.exception("area %s: validation %s failed", area_id, validation_id)
 
     def delete(self, area_id: str) -> None:
         database, storage = self.services.database, self.services.storage
@@ -129,15 +142,16 @@ class AreaWork:
 
 
 class UploadSweeper:
-    """Abandoned direct uploads: one whose part URLs expired (``URL_EXPIRY``) an hour ago
-    and that was never completed is aborted and forgotten; an unfinished multipart upload
-    under ``areas/`` that no row names (a gateway that died between starting it and
-    recording it) is aborted once it is as old. The general clean-up leaves ``areas/``
-    to this (storage/direct.py)."""
+    """Every minute: validations whose worker died go back to ``scheduled`` with a new
+    job (areas/validation.py); and abandoned direct uploads: one whose part URLs expired
+    (``URL_EXPIRY``) an hour ago and that was never completed is aborted and forgotten;
+    an unfinished multipart upload under ``areas/`` that no row names (a gateway that
+    died between starting it and recording it) is aborted once it is as old. The general
+    clean-up leaves ``areas/`` to this (storage/direct.py)."""
 
     GRACE = 3600.0
 
-    def __init__(self, services: Services, interval: float = 300.0) -> None:
+    def __init__(self, services: Services, interval: float = 60.0) -> None:
         self.services = services
         self.interval = interval
         self._stop = threading.Event()
@@ -156,9 +170,19 @@ class UploadSweeper:
     def run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
+                self.sweep_validations()
                 self.sweep()
             except Exception:  # noqa: BLE001 - try again next round
-                logger.exception("area upload sweep failed")
+                logger.exception("area sweep failed")
+
+    def sweep_validations(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        cutoff = dt.datetime.fromtimestamp(now - STALLED, dt.UTC)
+        requeued = sets.requeue_stalled(self.services.database, cutoff)
+        for validation_id in requeued:
+            logger.warning("validation %s: its worker went silent; scheduled again",
+                           validation_id)
+        return requeued
 
     def sweep(self, now: float | None = None) -> int:
         direct = direct_uploads(self.services.storage)
@@ -192,10 +216,11 @@ class AreaWorkers:
     def __init__(self, services: Services) -> None:
         self.sweeper = UploadSweeper(services)
         self.checksummer = Checksummer(services)
+        self.work = AreaWork(services)
         self.loops = [
             ConsumerLoop(services.bus, "area-checksummer", [CHECKSUM_TOPIC], self.checksummer,
                          name="area-checksummer"),
-            ConsumerLoop(services.bus, "area-worker", [WORK_TOPIC], AreaWork(services),
+            ConsumerLoop(services.bus, "area-worker", [WORK_TOPIC], self.work,
                          name="area-worker"),
         ]
 
@@ -208,4 +233,5 @@ class AreaWorkers:
         self.sweeper.stop()
         for loop in self.loops:
             loop.stop()
+        self.work.close()
         self.checksummer.close()

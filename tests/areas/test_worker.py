@@ -16,13 +16,16 @@ from typing import Iterator
 import boto3
 import crc32c
 import pytest
+from sqlalchemy import select
 
-from areas import store
+from areas import sets, store
 from areas.api import object_key, put_part_size
-from areas.jobs import checksum_job
+from areas.jobs import WORK_TOPIC, checksum_job
+from areas.validation import STALLED, SetValidator
 from areas.worker import AreaWork, Checksummer, UploadSweeper
 from core.services import Services
 from core.settings import Settings
+from db.schema import outbox
 from storage.direct import direct_uploads
 
 
@@ -138,3 +141,41 @@ def test_abandoned_direct_uploads_are_aborted(services: Services) -> None:
         with pytest.raises(FileNotFoundError):
             direct.direct_parts("quarantine", key, state)
     assert sweeper.sweep(now=later) == 0
+
+
+def test_a_validation_whose_worker_died_runs_again(tmp_path: Path) -> None:
+    """A validation claimed by a worker that then died (no heartbeat) is scheduled again
+    by the sweeper, with a new job, and runs once; a redelivered job runs nothing."""
+    settings = Settings.from_env({"WORKDIR": str(tmp_path), "URL_SIGNING_KEY": "k",
+                                  "VALID_UPLOAD_TYPES": "advisor,pairs",
+                                  "VALIDATOR_COMMAND_PAIRS": "true"})
+    services = Services.build(settings)
+    checksummer = Checksummer(services)
+    try:
+        database = services.database
+        area_id = str(uuid.uuid4())
+        store.create_area(database, area_id, 10**9)
+        for name in ("R1", "R2"):
+            checksummer(stage(services, area_id, name, name.encode())[1])
+        validation_id = sets.start_validation(database, area_id, "pairs", ["R1", "R2"])
+        assert sets.claim_validation(database, validation_id)  # then its worker died
+        assert not sets.claim_validation(database, validation_id)
+        sweeper = UploadSweeper(services)
+        assert sweeper.sweep_validations() == []  # its heartbeat is recent
+        later = time.time() + STALLED + 60
+        assert sweeper.sweep_validations(now=later) == [validation_id]
+        assert sweeper.sweep_validations(now=time.time()) == []
+        assert sets.get_validation(database, validation_id)["state"] == "scheduled"
+        with database.engine.connect() as conn:
+            jobs = [json.loads(v) for v in conn.execute(
+                select(outbox.c.value).where(outbox.c.topic == WORK_TOPIC)).scalars()]
+        assert [j["validation_id"] for j in jobs] == [validation_id] * 2  # first + requeued
+        SetValidator(services)(area_id, validation_id)
+        SetValidator(services)(area_id, validation_id)  # redelivered: runs nothing
+        row = sets.get_validation(database, validation_id)
+        assert (row["state"], row["exit_code"]) == ("valid", 0)
+        assert {f["name"]: f["validation_state"] for f in store.describe(database, area_id)[
+            "files"]} == {"R1": "valid", "R2": "valid"}
+    finally:
+        checksummer.close()
+        services.close()
