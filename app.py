@@ -24,10 +24,12 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from typing import Any, Callable
 
 from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 
 from areas.validation import preflight as areas_preflight
 from areas.worker import AreaWorkers
@@ -42,6 +44,7 @@ from core.consumer import ConsumerLoop
 from core.resumable_tasks import ResumableSweeper
 from core.services import Services
 from core.settings import Settings, SettingsError, env_suffix
+from core.supervisor import Child, Supervisor, inherited_sockets
 from core.verdicts import VALIDATION_TOPIC, TimeoutSweeper, VerdictHandler
 from db import Database, MigrationError
 from pull.role import ProviderError, PullRole
@@ -91,7 +94,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="validator name (role validator), service (role redrive)")
     parser.add_argument("--idle", type=float, default=10.0, metavar="SECONDS",
                         help="redrive: stop after this long without a dead letter (10)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="gateway: N processes on one port (default WEB_CONCURRENCY or 1)")
     args = parser.parse_args(argv)
+    if args.workers is None:  # WEB_CONCURRENCY (as Heroku and others set it): the gateway's
+        value = (os.environ.get("WEB_CONCURRENCY", "") if args.role == "gateway" else "")
+        value = value.strip() or "1"
+        try:
+            args.workers = int(value)
+        except ValueError:
+            parser.error(f"WEB_CONCURRENCY must be a whole number, got {value!r}")
+    if args.workers < 1:
+        parser.error("--workers/WEB_CONCURRENCY must be at least 1")
+    if args.workers > 1 and args.role != "gateway":
+        parser.error("--workers/WEB_CONCURRENCY is for role gateway")
     if args.role == "validator" and not args.name:
         parser.error("role validator needs a name: a service, a check (test, archive, mime, "
                      "obj) or all")
@@ -126,6 +142,10 @@ class ListenError(Exception):
 
 
 def listen(server: HTTPServer, settings: Settings) -> None:
+    inherited = inherited_sockets()  # a supervisor's worker: its socket is made already
+    if inherited is not None:
+        server.add_sockets(inherited)
+        return
     try:
         server.listen(settings.listen_port, settings.listen_address)
     except OSError as exc:  # socket.gaierror included: an address that does not resolve
@@ -292,6 +312,31 @@ def run_credentials(argv: list[str]) -> int:
         database.close()
 
 
+APP = os.path.abspath(__file__)
+
+
+def run_workers(settings: Settings, workers: int) -> int:
+    """``python app.py gateway --workers N``: N gateway processes, each with its own event
+    loop, database engine, relay and verdict consumer, on sockets bound with SO_REUSEPORT
+    to one port (the kernel spreads the connections), under the supervisor."""
+    address = settings.listen_address or None
+
+    def sockets() -> list[socket.socket]:
+        try:
+            return bind_sockets(settings.listen_port, address, reuse_port=True)
+        except OSError as exc:
+            where = f"{settings.listen_address or '*'}:{settings.listen_port}"
+            raise ListenError(f"LISTEN_ADDRESS/LISTEN_PORT: cannot listen on {where}: "
+                              f"{exc.strerror or exc}") from None
+
+    for sock in sockets():  # fail here, once, when the port cannot be had
+        sock.close()
+    children = [Child(f"gateway-{i + 1}", [sys.executable, APP, "gateway", "--workers", "1"],
+                      sockets=sockets) for i in range(workers)]
+    logger.info("gateway: %d worker processes on port %d", workers, settings.listen_port)
+    return Supervisor(children).run()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in auth_cli.COMMANDS:
@@ -341,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         print("configuration error: role puller needs PULL_PROVIDERS", file=sys.stderr)
         return 2
     try:
+        if args.workers > 1:
+            return run_workers(settings, args.workers)
         asyncio.run(serve(args, settings, providers))
     except MigrationError as exc:
         print(f"database error: {exc}", file=sys.stderr)

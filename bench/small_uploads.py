@@ -4,6 +4,12 @@ process), against the bare Tornado baseline answering the same request with the 
 JSON without parsing or storing it.
 
     python bench/small_uploads.py [--size 10000] [--connections 16] [--seconds 15]
+    python bench/small_uploads.py --role gateway --workers 2 --database postgres [--rounds 2]
+
+With ``--workers N`` (N > 1) the same gateway runs with one process and with N processes
+(``python app.py gateway --workers N``), alternating for ``--rounds`` rounds, and the ratio
+N : 1 is printed (issue 14 target 3). ``--database postgres`` puts each gateway on its own
+fresh database on the PostgreSQL server at 127.0.0.1:5432 (``BENCH_PG_ADMIN_URL``).
 
 After the run, every 202 must be durable: the number of upload rows in the gateway's
 database (committed before each 202) must be at least the number of 202s wrk counted.
@@ -12,12 +18,16 @@ Needs wrk (``apt-get install -y wrk``).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sqlite3
+import statistics
 import subprocess
+import uuid
 from pathlib import Path
 
 from common import (
+    Server,
     banner,
     cpu_seconds,
     remove_workdir,
@@ -64,9 +74,112 @@ def run_wrk(url: str, lua: Path, connections: int, seconds: int, threads: int = 
             "summary": out}
 
 
-def count_uploads(workdir: Path) -> int:
+PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def pg_database() -> tuple[str, object]:
+    """A fresh database: (its URL for DATABASE_URL, a callable that drops it)."""
+    from sqlalchemy import create_engine, text
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql+psycopg://", "postgresql://")
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    return f"{base}/{name}", drop
+
+
+def count_uploads(workdir: Path, url: str | None = None) -> int:
+    if url:
+        from sqlalchemy import create_engine, text
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        try:
+            with engine.connect() as conn:
+                return int(conn.execute(text("SELECT count(*) FROM uploads")).scalar_one())
+        finally:
+            engine.dispose()
     with sqlite3.connect(workdir / "gateway.sqlite") as conn:
         return int(conn.execute("SELECT count(*) FROM uploads").fetchone()[0])
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its children (the workers of a supervisor)."""
+    total = cpu_seconds(pid)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        try:
+            total += cpu_seconds(int(child))
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def run_gateway(workdir: Path, lua: Path, args: argparse.Namespace, workers: int,
+                database: str) -> dict:  # type: ignore[type-arg]
+    env: dict[str, str] = {}
+    drop = None
+    url = None
+    if database == "postgres":
+        url, drop = pg_database()
+        env["DATABASE_URL"] = url
+    role = [args.role] + (["--workers", str(workers)] if workers > 1 else [])
+    gateway: Server = start_gateway(workdir, env, role=role)
+    try:
+        run_wrk(gateway.base + "/api/v1/upload", lua, args.connections, 2, args.threads)  # warm-up
+        before = count_uploads(gateway.workdir, url)
+        cpu = process_tree_cpu(gateway.pid)
+        result = run_wrk(gateway.base + "/api/v1/upload", lua, args.connections, args.seconds,
+                         args.threads)
+        result["cpu"] = process_tree_cpu(gateway.pid) - cpu
+        result["stored"] = count_uploads(gateway.workdir, url) - before
+    finally:
+        gateway.stop()
+        if drop is not None:
+            drop()  # type: ignore[operator]
+    accepted = result["total"] - result["non2xx"]
+    ok = result["stored"] >= accepted and not result["non2xx"]
+    print(f"  {workers} process{'es' if workers > 1 else '  '} {result['rps']:7.0f} uploads/s  "
+          f"p50 {result['p50']:.1f} ms  p99 {result['p99']:.1f} ms  "
+          f"CPU {1e6 * result['cpu'] / max(1, result['total']):.0f} us/upload  "
+          f"durable {accepted} x 202, {result['stored']} rows ({'ok' if ok else 'MISMATCH'})",
+          flush=True)
+    return result
+
+
+def compare_workers(args: argparse.Namespace) -> None:
+    banner(f"small uploads: {args.size} B multipart, {args.connections} connections, "
+           f"{args.seconds}s, wrk -t{args.threads}, role {args.role}, database {args.database}: "
+           f"1 process against {args.workers}, {args.rounds} rounds")
+    workdir = temp_workdir("workers")
+    lua = write_lua(workdir, args.size)
+    rates: dict[int, list[float]] = {1: [], args.workers: []}
+    baseline = start_baseline(workdir / "baseline")
+    try:
+        base = run_wrk(baseline.base + "/noop", lua, args.connections, args.seconds, args.threads)
+        print(f"  bare handler {base['rps']:7.0f} req/s", flush=True)
+    finally:
+        baseline.stop()
+    try:
+        for number in range(args.rounds):
+            order = [1, args.workers] if number % 2 == 0 else [args.workers, 1]
+            for workers in order:
+                result = run_gateway(workdir / f"gw-{number}-{workers}", lua, args, workers,
+                                     args.database)
+                rates[workers].append(result["rps"])
+    finally:
+        remove_workdir(workdir)
+    one = statistics.median(rates[1])
+    many = statistics.median(rates[args.workers])
+    print(f"median    1 process {one:.0f}/s, {args.workers} processes {many:.0f}/s: "
+          f"{many / one:.2f}x (target >= 1.6x for 2); against the bare handler "
+          f"{one / base['rps']:.2f} / {many / base['rps']:.2f}")
 
 
 def main() -> None:
@@ -77,7 +190,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--role", default="all", choices=["all", "gateway"],
                         help="all: the test validator runs in the gateway process too")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="N > 1: compare python app.py gateway --workers N with 1 process")
+    parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgres"])
+    parser.add_argument("--rounds", type=int, default=2, help="with --workers")
     args = parser.parse_args()
+    if args.workers > 1:
+        compare_workers(args)
+        return
     banner(f"small uploads: {args.size} B multipart, {args.connections} connections, "
            f"{args.seconds}s, wrk -t{args.threads}, embedded defaults, role {args.role}")
     workdir = temp_workdir("small")

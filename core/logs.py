@@ -26,12 +26,14 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import logging
+import os
 import re
 import sys
 from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
+PROCESS_ENV = "APP_PROCESS"
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 CONTINUATION = "  "
 _UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
@@ -84,7 +86,8 @@ class SafeFormatter(logging.Formatter):
 class JsonLines(JsonFormatter):
     """One JSON object per record, with the payload's ``request_id`` as a field."""
 
-    def __init__(self) -> None:
+    def __init__(self, process: str | None = None) -> None:
+        self.process_name = process
         # ASCII only: U+2028 and friends are escaped too (some collectors split on them)
         super().__init__("%(levelname)s %(name)s %(message)s",
                          rename_fields={"levelname": "level", "name": "logger"})
@@ -93,6 +96,8 @@ class JsonLines(JsonFormatter):
                    message_dict: dict[str, Any]) -> None:
         log_data["time"] = dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat()
         super().add_fields(log_data, record, message_dict)
+        if self.process_name:
+            log_data["process"] = f"{self.process_name}[{record.process}]"
         found = _REQUEST_ID.search(record.getMessage())
         request_id = found.group(1) if found else request_id_var.get()
         if request_id:
@@ -108,7 +113,11 @@ def configure(level: int = logging.INFO, stream: TextIO | None = None,
     by default) to the root logger, which every logger propagates to, and set the root
     level."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonLines() if json_lines else SafeFormatter(FORMAT))
+    # a supervisor's child (core/supervisor.py) names itself: several share the stream
+    process = os.environ.get(PROCESS_ENV)
+    text = FORMAT if not process else FORMAT.replace(
+        "%(name)s", f"{escape(process)}[%(process)d] %(name)s", 1)
+    handler.setFormatter(JsonLines(process) if json_lines else SafeFormatter(text))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level)
