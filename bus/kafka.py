@@ -52,6 +52,8 @@ on the mock use a 1 s session.
 ``create_topics`` uses the admin API with the brokers' default partition count and
 replication factor; an existing topic is success; any other failure (the librdkafka mock
 cluster has no CreateTopics) is logged and left to the brokers' auto-creation.
+create_topics.py provisions a deployment's topics with a partition count and replication
+factor and verifies them (bus/kafka_admin.py).
 ``check`` lists topics within 3 s or raises ``BusUnavailable``.
 
 librdkafka's log lines go to the ``bus.kafka.librdkafka`` logger, the clients' error
