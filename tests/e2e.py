@@ -19,6 +19,7 @@ from core.settings import Settings
 from tests.helpers import free_port, identity, multipart, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_IDENTITY = identity()
 
 
 # Every process a Gateway started; tests/conftest.py kills those still running after each
@@ -107,8 +108,17 @@ class Gateway:
         assert done.returncode == 0, done.stderr
         return {"Authorization": f"Bearer {done.stdout.strip()}"}
 
-    def status(self, request_id: str) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.base}/api/v1/uploads/{request_id}", timeout=10) as r:
+    def status(self, request_id: str, ident: str | None = DEFAULT_IDENTITY,
+               headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """The status API's answer, asked with the identity the upload was made with (the
+        tests' default one, as ``upload`` sends; None for one made without: the watcher's,
+        a puller's, a bundle's), or with ``headers`` (an API key with the scope status
+        sees any upload)."""
+        if headers is None:
+            headers = {"x-rh-identity": ident} if ident is not None else {}
+        request = urllib.request.Request(f"{self.base}/api/v1/uploads/{request_id}",
+                                         headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as r:
             return json.loads(r.read())  # type: ignore[no-any-return]
 
 

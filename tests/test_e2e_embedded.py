@@ -80,6 +80,6 @@ def test_sigterm_finishes_inflight_upload_and_exits_zero(embedded_env: dict[str,
     assert gateway.process.wait(30) == 0
     restarted = Gateway({**embedded_env, "LISTEN_PORT": str(gateway.port)}, ["gateway"]).start()
     try:
-        assert restarted.status(request_id)["status"] == "announced"
+        assert restarted.status(request_id, None)["status"] == "announced"  # no identity
     finally:
         assert restarted.stop() == 0

@@ -7,7 +7,7 @@ from typing import Any, BinaryIO
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from auth import has_scope
+from auth import has_scope, principal_of
 from core.signing import verify_download
 from storage import BUCKETS
 from storage.disposition import content_disposition
@@ -35,15 +35,29 @@ def visible(identity: Identity | None, upload: dict[str, Any]) -> bool:
     return bool(upload["account"] == identity.account)
 
 
+def status_visible(identity: Identity | None, upload: dict[str, Any]) -> bool:
+    """On the status API a caller without an identity sees only the uploads made without
+    one (issue 11: it saw every upload); an identity sees its org's."""
+    if identity is None:
+        return upload["org_id"] is None and upload["account"] is None
+    return visible(identity, upload)
+
+
 class StatusHandler(ApiHandler):
+    """An upload's status and timeline: for the identity that made it (its org), for an
+    anonymous caller only when it was made without an identity, and for any upload to an
+    API key with the scope ``status`` (operators)."""
+
     async def get(self, request_id: str) -> None:
         identity = self.request_identity()
-        if identity is None and self.services.settings.identity_required:
+        caller = await principal_of(self)
+        operator = caller is not None and caller.has("status")
+        if identity is None and self.services.settings.identity_required and not operator:
             raise ApiError("identity_required", "a valid x-rh-identity header is required")
         loop = asyncio.get_running_loop()
         db = self.services.database
         upload = await loop.run_in_executor(self.services.executor, db.get_upload, request_id)
-        if upload is None or not visible(identity, upload):
+        if upload is None or not (operator or status_visible(identity, upload)):
             raise ApiError("not_found", f"no upload {request_id}")
         timeline = await loop.run_in_executor(self.services.executor, db.timeline, request_id)
         self.write_json({

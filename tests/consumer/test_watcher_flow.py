@@ -101,8 +101,8 @@ def test_dropped_files_are_bundled_after_association(tmp_path: Path, mode_env: d
         # the bundle's request id has a status and a timeline like any announced payload
         # (issue 13 item 6: it was 404)
         rid = announced["request_id"]
-        status = wait_for(lambda: (s := gateway.status(rid))["status"] == "available" and s, 15)
-        assert status, gateway.status(rid)
+        status = wait_for(lambda: (s := gateway.status(rid, None))["status"] == "available" and s, 15)
+        assert status, gateway.status(rid, None)
         assert [e["status"] for e in status["timeline"]] == [
             "received", "stored", "validated", "available"]
         assert status["checksums"] == announced["checksums"] and status["size"] == announced["size"]

@@ -51,7 +51,7 @@ def proxied_gateway(tmp_path: Path, pg_url: str) -> Iterator[tuple[Gateway, TcpP
 def test_read_endpoints_answer_503_while_the_database_is_down(
         proxied_gateway: tuple[Gateway, TcpProxy]) -> None:
     gateway, proxy = proxied_gateway
-    gateway.auth = gateway.api_key("staff")
+    gateway.auth = gateway.api_key("staff", "status")
     code, answer = gateway.upload(b"payload")
     assert code == 202, answer
     request_id = answer["request_id"]

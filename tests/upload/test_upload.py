@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from auth.keys import create_key
 from core.services import Services
 from storage import StorageUnavailable
 from tests.helpers import identity, multipart
@@ -176,7 +177,8 @@ async def test_status_timeline_is_org_scoped(http_client, base_url, services):  
     response = await post(http_client, base_url, body, ctype, {"x-rh-identity": identity(org_id="o1")})
     request_id = json.loads(response.body)["request_id"]
     url = f"{base_url}/api/v1/uploads/{request_id}"
-    status = json.loads((await http_client.fetch(url)).body)
+    mine = {"x-rh-identity": identity(org_id="o1")}
+    status = json.loads((await http_client.fetch(url, headers=mine)).body)
     assert status["status"] == "stored"
     assert [e["status"] for e in status["timeline"]] == ["received", "stored"]
     assert status["timeline"][0]["at"].endswith("+00:00")
@@ -185,6 +187,34 @@ async def test_status_timeline_is_org_scoped(http_client, base_url, services):  
     assert other.code == 404 and error_code(other) == "not_found"
     missing = await http_client.fetch(f"{base_url}/api/v1/uploads/nope", raise_error=False)
     assert missing.code == 404
+
+
+@pytest.mark.gen_test
+async def test_status_without_identity_shows_only_uploads_made_without(  # type: ignore[no-untyped-def]
+        http_client, base_url, services: Services) -> None:
+    """Issue 11 item 5: with IDENTITY_REQUIRED=false (the default) a caller without an
+    identity saw every upload; now only those made without one. An API key with the scope
+    status (operators) sees any."""
+    body, ctype = multipart(b"with an org")
+    response = await post(http_client, base_url, body, ctype, {"x-rh-identity": identity(org_id="o1")})
+    with_org = json.loads(response.body)["request_id"]
+    body, ctype = multipart(b"without")
+    anonymous = json.loads((await post(http_client, base_url, body, ctype)).body)["request_id"]
+    url = f"{base_url}/api/v1/uploads/"
+    hidden = await http_client.fetch(url + with_org, raise_error=False)
+    assert hidden.code == 404 and error_code(hidden) == "not_found"
+    assert (await http_client.fetch(url + anonymous)).code == 200
+    # an identity does not see the identity-less one either (no org of its own)
+    other = await http_client.fetch(url + anonymous, raise_error=False,
+                                    headers={"x-rh-identity": identity(org_id="o1")})
+    assert other.code == 404
+    token = create_key(services.database.engine, "operator", ["status"])
+    for request_id in (with_org, anonymous):
+        seen = await http_client.fetch(url + request_id, headers={"Authorization": f"Bearer {token}"})
+        assert json.loads(seen.body)["request_id"] == request_id
+    wrong = create_key(services.database.engine, "not-status", ["admin"])
+    assert (await http_client.fetch(url + with_org, raise_error=False,
+                                    headers={"Authorization": f"Bearer {wrong}"})).code == 404
 
 
 @pytest.mark.gen_test

@@ -55,9 +55,9 @@ def test_all_in_one_with_watch_dir_validates_and_serves_status(tmp_path: Path) -
         (root / "report.txt").write_text("lab results\n")
         assert wait_for(lambda: processed(root) == ["report.txt"], 20)
         [row] = rows(Settings.from_env(gateway.env))
-        status = wait_for(lambda: (s := gateway.status(str(row["request_id"])))["status"]
+        status = wait_for(lambda: (s := gateway.status(str(row["request_id"]), None))["status"]
                           == "available" and s, 30)
-        assert status, gateway.status(str(row["request_id"]))
+        assert status, gateway.status(str(row["request_id"]), None)
         assert [e["status"] for e in status["timeline"]][:2] == ["received", "stored"]
         with urllib.request.urlopen(gateway.base + "/metrics", timeout=10) as response:
             text = response.read().decode()
