@@ -58,7 +58,7 @@ class Areas:
         headers = {f"X-Checksum-{k.upper()}": v for k, v in declared.items()}
         return self.call("PUT", self.file_url(area_id, name), data=data, headers=headers)
 
-    def wait(self, area_id: str, predicate: Any, timeout: float = 60) -> dict[str, Any]:
+    def wait(self, area_id: str, predicate: Any, timeout: float = 180) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             area = self.get(area_id)
@@ -67,7 +67,7 @@ class Areas:
             assert time.monotonic() < deadline, area
             time.sleep(0.1)
 
-    def wait_checksummed(self, area_id: str, timeout: float = 60) -> dict[str, Any]:
+    def wait_checksummed(self, area_id: str, timeout: float = 180) -> dict[str, Any]:
         return self.wait(area_id, lambda a: a["counts"]["checksumming"] == 0, timeout)
 
 

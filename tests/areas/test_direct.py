@@ -80,6 +80,7 @@ def three_files_one_wrong(areas: Areas) -> tuple[str, dict[str, bytes], dict[str
     return area_id, files, found
 
 
+@pytest.mark.timeout(600)
 def test_direct_upload_on_localdisk(tmp_path: Path) -> None:
     gateway = Gateway({"WORKDIR": str(tmp_path / "work"), "URL_SIGNING_KEY": "t"}).start()
     try:
@@ -112,6 +113,7 @@ def test_direct_upload_on_localdisk(tmp_path: Path) -> None:
         assert gateway.stop() == 0
 
 
+@pytest.mark.timeout(600)  # a loaded machine: an e2e run of several minutes
 @pytest.mark.kafka
 @pytest.mark.s3
 @pytest.mark.postgres

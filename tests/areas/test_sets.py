@@ -112,7 +112,7 @@ def whole_flow(areas: Areas, settings: Settings) -> str:
     bus = get_bus(settings)
     consumer = bus.consumer(f"test-{uuid.uuid4().hex}", [AVAILABLE, AREA_EVENTS])
     try:
-        seen = list(messages_for(consumer, set(request_ids.values()), 60))
+        seen = list(messages_for(consumer, set(request_ids.values()), 180))
         assert {m["metadata"]["area_file"] for m in seen} == set(request_ids)
         assert all(m["metadata"]["area_id"] == area_id for m in seen)
         r1 = next(m for m in seen if m["metadata"]["area_file"] == "run/R1.fastq")
@@ -120,7 +120,7 @@ def whole_flow(areas: Areas, settings: Settings) -> str:
     finally:
         consumer.close()
         bus.close()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while True:
         statuses = {r: areas.call("GET", f"{areas.gateway.base}/api/v1/uploads/{r}")[1]["status"]
                     for r in request_ids.values()}
@@ -139,7 +139,7 @@ def area_events(settings: Settings, area_id: str) -> list[dict[str, Any]]:
     consumer = bus.consumer(f"test-{uuid.uuid4().hex}", [AREA_EVENTS])
     events: list[dict[str, Any]] = []
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not any(e["event"] == "submitted"
                                                       for e in events):
             message = consumer.poll(0.2)
@@ -153,6 +153,7 @@ def area_events(settings: Settings, area_id: str) -> list[dict[str, Any]]:
     return events
 
 
+@pytest.mark.timeout(600)
 def test_validate_and_submit_embedded(tmp_path: Path) -> None:
     env = {"WORKDIR": str(tmp_path / "work"), "URL_SIGNING_KEY": "t", **validator_env(tmp_path)}
     gateway = Gateway(env).start()
@@ -175,6 +176,7 @@ def test_validate_and_submit_embedded(tmp_path: Path) -> None:
     assert stored[0]["file"] and stored[0]["version"] == 1
 
 
+@pytest.mark.timeout(600)  # a loaded machine: an e2e run of several minutes
 @pytest.mark.kafka
 @pytest.mark.s3
 @pytest.mark.postgres
@@ -194,6 +196,7 @@ def test_validate_and_submit_on_kafka_s3_postgres(tmp_path: Path, kafka_bootstra
         assert gateway.stop() == 0
 
 
+@pytest.mark.timeout(600)
 def test_submit_rejecting_the_invalid_files(tmp_path: Path) -> None:
     """With reject_invalid, a file whose checksums differ from those declared and one
     whose validation failed are rejected through the verdict path (reject bucket, status
@@ -230,7 +233,7 @@ def test_submit_rejecting_the_invalid_files(tmp_path: Path) -> None:
         def statuses() -> dict[str, Any]:
             return {name: areas.call("GET", f"{gateway.base}/api/v1/uploads/{rid}")[1]
                     for name, rid in ids.items()}
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while {s["status"] for s in statuses().values()} != {"available", "rejected"}:
             assert time.monotonic() < deadline, statuses()
             time.sleep(0.1)
