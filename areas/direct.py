@@ -134,13 +134,18 @@ class CompleteUpload(DirectHandler):
             await self.run(store.remove_upload, database, upload_id)
             raise problem
         try:
+            # on failure (the area locked meanwhile, the database down) the completed
+            # object is kept: completing again records it; the sweeper removes it if the
+            # upload is abandoned (areas/worker.py)
             file, replaced = await self.run(
                 store.record_file, database, area_id, name, key, size, upload["part_size"],
                 json.loads(upload["declared"]), upload_id)
-        except BaseException:
-            await self.run(storage.delete, "quarantine", key)
-            raise
-        if replaced is not None:
+        except ApiError as exc:
+            if exc.code != "no_such_upload":
+                raise
+            await self._completed_already(area_id, name, upload_id)  # a concurrent one did
+            return
+        if replaced is not None and replaced != key:
             await self.run(storage.delete, "quarantine", replaced)
         logger.info("area %s: %s version %d stored directly (%d bytes)", area_id, name,
                     file.version, size)

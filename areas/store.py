@@ -166,7 +166,9 @@ def record_file(database: Database, area_id: str, name: str, object_key: str, si
     with database.engine.begin() as conn:
         _accepting(_locked_area(conn, area_id))
         if upload_id is not None:
-            conn.execute(delete(area_uploads).where(area_uploads.c.id == upload_id))
+            gone = conn.execute(delete(area_uploads).where(area_uploads.c.id == upload_id))
+            if gone.rowcount != 1:  # a concurrent completion of the same upload recorded it
+                raise AreaError("no_such_upload", "the upload was completed meanwhile")
         old = conn.execute(select(area_files).where(area_files.c.area_id == area_id)
                            .where(area_files.c.name == name)).mappings().first()
         values = {"object_key": object_key, "size": size, "part_size": part_size,

@@ -195,6 +195,8 @@ class UploadSweeper:
         for upload in store.stale_uploads(self.services.database, cutoff):
             direct.abort_direct("quarantine", upload["object_key"],
                                 json.loads(upload["storage_state"]))
+            # completed but never recorded (its area was locked then): no file names it
+            self.services.storage.delete("quarantine", upload["object_key"])
             store.remove_upload(self.services.database, upload["id"])
             logger.info("area %s: direct upload %s of %s abandoned; aborted", upload["area_id"],
                         upload["id"], upload["name"])

@@ -16,6 +16,7 @@ from typing import Iterator
 import boto3
 import crc32c
 import pytest
+import requests
 from sqlalchemy import select
 
 from areas import sets, store
@@ -26,7 +27,7 @@ from areas.worker import AreaWork, Checksummer, UploadSweeper
 from core.services import Services
 from core.settings import Settings
 from db.schema import outbox
-from storage.direct import direct_uploads
+from storage.direct import direct_uploads, gateway_parts
 
 
 @pytest.fixture(params=["localdisk", pytest.param("s3", marks=[pytest.mark.s3,
@@ -179,3 +180,38 @@ def test_a_validation_whose_worker_died_runs_again(tmp_path: Path) -> None:
     finally:
         checksummer.close()
         services.close()
+
+
+def test_a_direct_upload_is_recorded_once(services: Services) -> None:
+    """Two completions of one direct upload at once (a client retrying): the second
+    records nothing (before: a second version of the same object, whose 'replaced'
+    object, the very same one, the handler then deleted)."""
+    database, direct = services.database, direct_uploads(services.storage)
+    area_id = str(uuid.uuid4())
+    store.create_area(database, area_id, 10**9)
+    key = object_key(area_id)
+    state = direct.start_direct("quarantine", key)
+    upload_id = store.add_upload(database, area_id, "f", key, 3, 5 * 2**20, {}, state)
+    parts = gateway_parts(services.storage)
+    if parts is not None:  # localdisk: the gateway writes the part
+        writer = parts.open_direct_part("quarantine", state["upload_id"], 1)
+        writer.write(b"abc")
+        writer.commit()
+        etag = writer.etag
+    else:  # S3: straight to its presigned URL
+        url = direct.direct_part_url("quarantine", key, state, 1, 5 * 2**20, 600)
+        etag = requests.put(url, data=b"abc", timeout=30).headers["ETag"]
+    direct.complete_direct("quarantine", key, state, [(1, etag)])
+    store.set_lock(database, area_id, True)  # locked meanwhile: refused, the upload kept
+    with pytest.raises(store.AreaError):
+        store.record_file(database, area_id, "f", key, 3, 5 * 2**20, {}, upload_id)
+    assert store.get_upload(database, area_id, upload_id) is not None
+    store.set_lock(database, area_id, False)
+    file, replaced = store.record_file(database, area_id, "f", key, 3, 5 * 2**20, {},
+                                       upload_id)
+    assert (file.version, replaced) == (1, None)
+    with pytest.raises(store.AreaError) as refused:
+        store.record_file(database, area_id, "f", key, 3, 5 * 2**20, {}, upload_id)
+    assert refused.value.code == "no_such_upload"
+    assert store.current_file(database, area_id, "f")["version"] == 1
+    assert services.storage.size("quarantine", key) == 3
