@@ -216,10 +216,15 @@ class Runtime:
             self.server = HTTPServer(status_app(self.services))
             listen(self.server, settings)
 
-    def start_area_workers(self) -> None:
+    def start_area_workers(self, serve_status: bool) -> None:
+        """The upload areas' workers; alone in its process it also serves /metrics and
+        health."""
         workers = AreaWorkers(self.services)
         workers.start()
         self.stoppers.append(workers.stop)
+        if serve_status:
+            self.server = HTTPServer(status_app(self.services))
+            listen(self.server, self.services.settings)
         logger.info("upload area workers running")
 
     def start_bundler(self) -> None:
@@ -279,7 +284,7 @@ async def serve(args: argparse.Namespace, settings: Settings,
     if args.role in ("all", "bundler"):
         runtime.start_bundler()
     if args.role in ("all", "checksummer"):
-        runtime.start_area_workers()
+        runtime.start_area_workers(serve_status=args.role == "checksummer")
     if args.role == "watcher" or (args.role == "all" and settings.watch_dir is not None):
         await runtime.start_watcher(serve_status=args.role == "watcher")
     if runtime.pull is not None and args.role in ("all", "puller"):

@@ -13,6 +13,7 @@ from sqlalchemy import insert, select, update
 from areas import jobs
 from areas.schema import area_files, area_validations, areas
 from areas.store import GONE, AreaError, _event, _locked_area, validation_view
+from core import metrics
 from db import Database, utcnow
 
 FINAL = ("valid", "invalid", "stale")
@@ -146,6 +147,7 @@ def finish_validation(database: Database, validation_id: str, state: str,
         event = {"valid": "validated", "invalid": "validation_failed"}.get(state, "stale")
         database.enqueue(conn, [_event(conn, row["area_id"], event,
                                        validation=validation_view(done))])
+    metrics.AREA_VALIDATIONS.labels(state).inc()
     return True
 
 

@@ -26,6 +26,7 @@ from areas.checksums import checksum_stream
 from areas.jobs import CHECKSUM_TOPIC, WORK_TOPIC
 from areas.validation import STALLED, SetValidator
 from bus import Message
+from core import metrics
 from core.consumer import ConsumerLoop, MalformedMessage
 from core.services import Services
 from storage import AREAS_PREFIX, object_age
@@ -65,14 +66,19 @@ class Checksummer:
                 or current["checksum_state"] != "checksumming":
             logger.info("area %s: %s v%d needs no checksums (replaced, deleted or done)",
                         area_id, name, version)
+            metrics.AREA_CHECKSUMS.labels("skipped").inc()
             return
+        started = time.monotonic()
         try:
             with self.services.storage.open_reader("quarantine", key) as stream:
                 checksums, size = checksum_stream(stream, part_size, self.hashers, self.reader)
         except FileNotFoundError:
             logger.info("area %s: %s v%d is gone (deleted or replaced); skipped", area_id,
                         name, version)
+            metrics.AREA_CHECKSUMS.labels("skipped").inc()
             return
+        metrics.AREA_CHECKSUM_SECONDS.observe(time.monotonic() - started)
+        metrics.AREA_CHECKSUM_BYTES.inc(size)
         state = "checksummed" if self._matches(current["declared"], checksums) \
             else "checksum_mismatch"
         tagger = object_tags(self.services.storage)
@@ -82,6 +88,7 @@ class Checksummer:
             except FileNotFoundError:
                 return
         recorded = store.record_checksums(database, area_id, name, version, checksums, state)
+        metrics.AREA_CHECKSUMS.labels(state if recorded else "skipped").inc()
         logger.info("area %s: %s v%d %s (%d bytes, sha256 %s)%s", area_id, name, version,
                     state, size, checksums["sha256"], "" if recorded else "; not recorded")
 

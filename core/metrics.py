@@ -82,3 +82,18 @@ PULL_LAST_SUCCESS = Gauge(
     "gateway_pull_last_success_timestamp_seconds", "When a pull job of the provider last completed "
     "(Unix time)", ["provider"],
 )
+AREA_CHECKSUMS = Counter(
+    "gateway_area_checksums_total", "Upload-area files the checksum workers finished, by result "
+    "(checksummed, checksum_mismatch, skipped: replaced, deleted or done already)", ["result"],
+)
+AREA_CHECKSUM_BYTES = Counter(
+    "gateway_area_checksum_bytes_total", "Bytes the checksum workers read and checksummed",
+)
+AREA_CHECKSUM_SECONDS = Histogram(
+    "gateway_area_checksum_duration_seconds", "One upload-area file's checksum pass (read and hash)",
+    buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
+)
+AREA_VALIDATIONS = Counter(
+    "gateway_area_validations_total", "Upload-area validations finished, by state (valid, invalid, "
+    "stale)", ["state"],
+)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.e2e import ROOT
+from tests.e2e import ROOT, Gateway
 
 
 def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -37,3 +38,12 @@ def test_a_bad_validator_stops_start_up(tmp_path: Path, role: str, env: dict[str
     errors = [line for line in done.stderr.splitlines() if "alembic" not in line]
     assert done.returncode == 2 and len(errors) == 1, done.stderr[-3000:]
     assert errors[0].startswith("configuration error: ") and named in errors[0]
+
+
+def test_alone_it_serves_metrics_and_health(tmp_path: Path) -> None:
+    gateway = Gateway({"WORKDIR": str(tmp_path / "work")}, ["checksummer"]).start()
+    try:
+        with urllib.request.urlopen(f"{gateway.base}/metrics", timeout=10) as response:
+            assert b"gateway_area_checksum_bytes_total" in response.read()
+    finally:
+        assert gateway.stop() == 0

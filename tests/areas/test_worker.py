@@ -17,6 +17,7 @@ import boto3
 import crc32c
 import pytest
 import requests
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from areas import sets, store
@@ -60,12 +61,17 @@ def test_checksums_match_reference_implementations(services: Services) -> None:
     data = os.urandom(9 * 1024 * 1024 + 17)  # over the S3 writer's 8 MiB part: multipart
     file, job = stage(services, area_id, "big.bin", data,
                       {"crc32c": f"{crc32c.crc32c(data):08x}"})
+    def count(result: str) -> float:
+        return REGISTRY.get_sample_value("gateway_area_checksums_total",
+                                         {"result": result}) or 0.0
+    before = count("checksummed"), count("skipped")
     checksummer = Checksummer(services)
     try:
         checksummer(job)
         checksummer(job)  # redelivered: nothing changes
     finally:
         checksummer.close()
+    assert (count("checksummed"), count("skipped")) == (before[0] + 1, before[1] + 1)
     row = store.current_file(services.database, area_id, "big.bin")
     sums = json.loads(row["checksums"])
     assert row["checksum_state"] == "checksummed"
