@@ -49,7 +49,7 @@ from core.verdicts import VALIDATION_TOPIC, TimeoutSweeper, VerdictHandler
 from db import Database, MigrationError
 from pull.role import ProviderError, PullRole
 from pull.role import preflight as pull_preflight
-from upload.app import make_app
+from upload.app import http_server, make_app
 from validators import UnknownValidator, build_loops, preflight, without_validator
 from validators.config import validator_config
 from validators.redrive import redrive
@@ -74,10 +74,7 @@ ROLES = {
 # Tornado's 64 KiB: 16 times fewer passes through the parser and the handler per byte
 # (bench/large_upload.py). Memory per upload stays bounded by the ingest path.
 READ_CHUNK = 1024 * 1024
-# Request headers up to 1 MiB instead of Tornado's 64 KiB: a tus concatenation names its
-# partial uploads in one header (at most 1,000 are accepted, ~60 KiB; a longer list gets a
-# clear 400 instead of a connection Tornado closes without an answer).
-MAX_HEADER_SIZE = 1024 * 1024
+# Request headers: up to 1 MiB (a tus concatenation), 431 past 64 KiB elsewhere (upload/app.py).
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -166,12 +163,12 @@ class Runtime:
 
     def start_gateway(self) -> None:
         settings = self.services.settings
-        self.server = HTTPServer(
+        self.server = http_server(
             make_app(self.services, self.pull.routes() if self.pull else None),
             idle_connection_timeout=settings.http_idle_timeout,
             body_timeout=settings.http_body_timeout,
             max_body_size=settings.max_length + 4 * 1024 * 1024, xheaders=True,
-            chunk_size=READ_CHUNK, max_header_size=MAX_HEADER_SIZE,
+            chunk_size=READ_CHUNK,
         )
         listen(self.server, settings)
         verdicts = VerdictHandler(settings, self.services.storage, self.services.database,
@@ -213,7 +210,7 @@ class Runtime:
         await self.watcher.start()
         if serve_status:
             settings = self.services.settings
-            self.server = HTTPServer(status_app(self.services))
+            self.server = http_server(status_app(self.services))
             listen(self.server, settings)
 
     def start_area_workers(self, serve_status: bool) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import tornado.web
 from tornado.httpserver import HTTPServer
 
 from core.services import Services
@@ -52,15 +51,15 @@ class PullRole:
         await self.puller.start()
         if serve_status:
             from upload import api as upload_api
-            from upload.app import authenticator
+            from upload.app import http_server, status_application
 
             deps = {"services": self.services}
-            app = tornado.web.Application([
+            app = status_application(self.services, [
                 (r"/metrics", upload_api.MetricsHandler, deps),
                 (r"/api/v1/health", upload_api.HealthHandler, deps),
-                *self.routes()], auth=authenticator(self.services))
+                *self.routes()])
             settings = self.services.settings
-            self.server = HTTPServer(app)
+            self.server = http_server(app)
             self.server.listen(settings.listen_port, settings.listen_address)
 
     async def stop(self) -> None:

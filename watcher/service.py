@@ -346,6 +346,6 @@ def status_app(services: Services) -> tornado.web.Application:
     """``/metrics``, ``/livez``, ``/readyz`` and ``/api/v1/health`` for a process that runs
     the watcher alone."""
     from upload import api
-    from upload.app import authenticator
+    from upload.app import status_application
 
-    return tornado.web.Application(api.probe_routes(services), auth=authenticator(services))
+    return status_application(services, api.probe_routes(services))
