@@ -1,6 +1,7 @@
 """Upload gateway entry point.
 
-    python app.py                 every role in one process, on embedded defaults
+    python app.py                 every role, each in its own process under a supervisor,
+                                  on embedded defaults (--one-process: all in this one)
     python app.py gateway         HTTP API + outbox relay + verdict handler
     python app.py validator NAME  validators: a service, a check (test, archive, mime, obj) or all
     python app.py bundler         the treatment-plan bundler (asset transfers)
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -59,7 +61,8 @@ from watcher.service import Watcher, status_app
 logger = logging.getLogger("app")
 
 ROLES = {
-    "all": "every role in one process (the default)",
+    "all": "every role, each in its own process under a supervisor (the default; "
+           "--one-process: all in one process)",
     "gateway": "HTTP API, outbox relay and verdict handler",
     "validator": "validators, named by the next argument: a service, a check or all",
     "bundler": "the treatment-plan bundler: asset transfer events, PROVPREV bundles",
@@ -77,6 +80,12 @@ READ_CHUNK = 1024 * 1024
 # Request headers: up to 1 MiB (a tus concatenation), 431 past 64 KiB elsewhere (upload/app.py).
 
 
+# the processes of the supervised all-in-one (python app.py): the gateway (with the watcher
+# and the puller when configured: they answer on its port), the validators, the bundler,
+# the upload areas' workers
+PARTS = ("gateway", "validators", "bundler", "checksummer")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="app.py", description="Upload gateway",
@@ -91,6 +100,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="validator name (role validator), service (role redrive)")
     parser.add_argument("--idle", type=float, default=10.0, metavar="SECONDS",
                         help="redrive: stop after this long without a dead letter (10)")
+    parser.add_argument("--one-process", action="store_true",
+                        help="role all: every role in this one process (default: each role "
+                             "in its own process under a supervisor)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="gateway: N processes on one port (default WEB_CONCURRENCY or 1)")
     args = parser.parse_args(argv)
@@ -103,6 +115,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             parser.error(f"WEB_CONCURRENCY must be a whole number, got {value!r}")
     if args.workers < 1:
         parser.error("--workers/WEB_CONCURRENCY must be at least 1")
+    args.part = None  # set in a supervisor's child (run_all)
+    if args.one_process and args.role != "all":
+        parser.error("--one-process is for role all")
     if args.workers > 1 and args.role != "gateway":
         parser.error("--workers/WEB_CONCURRENCY is for role gateway")
     if args.role == "validator" and not args.name:
@@ -272,19 +287,28 @@ async def serve(args: argparse.Namespace, settings: Settings,
     runtime = Runtime(services, PullRole(services, providers) if providers else None)
     services.relay.start()
     services.health.start()
-    if args.role in ("all", "gateway"):
+    # role all runs every part here (--one-process) or one part (--part, a supervisor's child)
+    part: str | None = args.part if args.role == "all" else None
+
+    def runs(name: str) -> bool:
+        return args.role == name or (args.role == "all" and part in (None, name))
+
+    front = args.role == "all" and part in (None, "gateway")  # the all-in-one's HTTP side
+    if runs("gateway"):
         runtime.start_gateway()
-    if args.role == "all":
+    if args.role == "all" and part in (None, "validators"):
         runtime.start_validator("all")
     elif args.role == "validator":
         runtime.start_validator(args.name)
-    if args.role in ("all", "bundler"):
+    if front and part is not None:  # the validators run in a sibling process: health says it
+        runtime.services.without_validator = without_validator(settings)
+    if runs("bundler"):
         runtime.start_bundler()
-    if args.role in ("all", "checksummer"):
+    if runs("checksummer"):
         runtime.start_area_workers(serve_status=args.role == "checksummer")
-    if args.role == "watcher" or (args.role == "all" and settings.watch_dir is not None):
+    if args.role == "watcher" or (front and settings.watch_dir is not None):
         await runtime.start_watcher(serve_status=args.role == "watcher")
-    if runtime.pull is not None and args.role in ("all", "puller"):
+    if runtime.pull is not None and (args.role == "puller" or front):
         await runtime.pull.start(serve_status=args.role == "puller")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -317,10 +341,11 @@ def run_credentials(argv: list[str]) -> int:
 APP = os.path.abspath(__file__)
 
 
-def run_workers(settings: Settings, workers: int) -> int:
-    """``python app.py gateway --workers N``: N gateway processes, each with its own event
-    loop, database engine, relay and verdict consumer, on sockets bound with SO_REUSEPORT
-    to one port (the kernel spreads the connections), under the supervisor."""
+def reuse_port_sockets(settings: Settings) -> Callable[[], list[socket.socket]]:
+    """A factory of listening sockets on LISTEN_PORT bound with SO_REUSEPORT, one set per
+    start of a supervisor's gateway process (a restarted one binds beside one still dying
+    of a SIGKILL), after a first bind here that fails start-up once when the port cannot
+    be had."""
     address = settings.listen_address or None
 
     def sockets() -> list[socket.socket]:
@@ -331,12 +356,58 @@ def run_workers(settings: Settings, workers: int) -> int:
             raise ListenError(f"LISTEN_ADDRESS/LISTEN_PORT: cannot listen on {where}: "
                               f"{exc.strerror or exc}") from None
 
-    for sock in sockets():  # fail here, once, when the port cannot be had
+    for sock in sockets():
         sock.close()
-    children = [Child(f"gateway-{i + 1}", [sys.executable, APP, "gateway", "--workers", "1"],
-                      sockets=sockets) for i in range(workers)]
-    logger.info("gateway: %d worker processes on port %d", workers, settings.listen_port)
+    return sockets
+
+
+def supervise(settings: Settings, children: list[Child]) -> int:
+    """Migrate the database once, then run ``children`` under the supervisor (forked: no
+    thread may run in this process before)."""
+    database = Database(settings.database_url)
+    try:
+        database.migrate()
+    finally:
+        database.close()
     return Supervisor(children).run()
+
+
+def run_workers(args: argparse.Namespace, settings: Settings,
+                providers: dict[str, Any] | None) -> int:
+    """``python app.py gateway --workers N``: N gateway processes, each with its own event
+    loop, database engine, relay and verdict consumer, on sockets bound with SO_REUSEPORT
+    to one port (the kernel spreads the connections), under the supervisor."""
+    sockets = reuse_port_sockets(settings)
+    one = argparse.Namespace(**{**vars(args), "workers": 1})
+    children = [Child(f"gateway-{i + 1}", functools.partial(run_serve, one, settings, providers),
+                      sockets=sockets) for i in range(args.workers)]
+    logger.info("gateway: %d worker processes on port %d", args.workers, settings.listen_port)
+    return supervise(settings, children)
+
+
+def run_all(args: argparse.Namespace, settings: Settings,
+            providers: dict[str, Any] | None) -> int:
+    """``python app.py``: every role, each in its own process (``PARTS``) under the
+    supervisor, so that the roles do not share one interpreter and its GIL."""
+    sockets = reuse_port_sockets(settings)
+    children = [Child(part, functools.partial(
+        run_serve, argparse.Namespace(**{**vars(args), "part": part}), settings, providers),
+        sockets=sockets if part == "gateway" else None) for part in PARTS]
+    logger.info("all roles, one process each: %s", ", ".join(PARTS))
+    return supervise(settings, children)
+
+
+def run_serve(args: argparse.Namespace, settings: Settings,
+              providers: dict[str, Any] | None) -> int:
+    try:
+        asyncio.run(serve(args, settings, providers))
+    except MigrationError as exc:
+        print(f"database error: {exc}", file=sys.stderr)
+        return 1
+    except ListenError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,15 +460,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.workers > 1:
-            return run_workers(settings, args.workers)
-        asyncio.run(serve(args, settings, providers))
+            return run_workers(args, settings, providers)
+        if args.role == "all" and args.part is None and not args.one_process:
+            return run_all(args, settings, providers)
     except MigrationError as exc:
         print(f"database error: {exc}", file=sys.stderr)
         return 1
     except ListenError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return run_serve(args, settings, providers)
 
 
 if __name__ == "__main__":

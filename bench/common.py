@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -79,6 +80,14 @@ class Server:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def gateway_pid(self) -> int:
+        """The process serving HTTP: under a supervisor (``python app.py``, ``--workers``)
+        the first gateway child, otherwise the process itself."""
+        found = re.findall(r"supervisor started gateway(?:-1)? \(pid (\d+)\)",
+                           self.log.read_text(errors="replace"))
+        return int(found[-1]) if found else self.process.pid
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -199,11 +208,20 @@ def post_file(base: str, path: str, body: Path, ctype: str,
 
 
 def cpu_seconds(pid: int, which: str = "both") -> float:
-    """user + system (or ``which``: user, system) CPU seconds of ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """user + system (or ``which``: user, system) CPU seconds of ``pid`` and of the
+    processes it started (a supervisor's children) so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     user, system = int(fields[11]), int(fields[12])
     ticks = {"both": user + system, "user": user, "system": system}[which]
-    return ticks / os.sysconf("SC_CLK_TCK")
+    total = ticks / os.sysconf("SC_CLK_TCK")
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return total + sum(cpu_seconds(int(child), which) for child in children)
 
 
 # memory ---------------------------------------------------------------------------------

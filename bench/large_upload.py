@@ -65,7 +65,7 @@ def main() -> None:
         base_runs, gw_runs, growth_one = [], [], 0
         for _ in range(args.rounds):
             base_runs.append(run(baseline, "/raw", body, ctype))
-            sampler = RssSampler(gateway.pid)
+            sampler = RssSampler(gateway.gateway_pid)
             gw_runs.append(run(gateway, "/api/v1/upload", body, ctype))
             growth_one = max(growth_one, sampler.stop())
         base_s, base_cpu = min(base_runs)
@@ -85,7 +85,7 @@ def main() -> None:
             print(f"           for the analysis, baseline {label}: "
                   f"{size / seconds / 1e6:6.0f} MB/s (gateway at {seconds / gw_s:.2f} of it)")
         if args.parallel > 1:
-            sampler = RssSampler(gateway.pid)
+            sampler = RssSampler(gateway.gateway_pid)
             seconds, _ = run(gateway, "/api/v1/upload", body, ctype, args.parallel)
             growth_many = sampler.stop()
             base_seconds, _ = run(baseline, "/raw", body, ctype, args.parallel)

@@ -74,7 +74,7 @@ def main() -> None:
     out = OUT / f"{args.load}-{args.role}{'-gil' if args.gil else ''}.txt"
     workdir = temp_workdir("profile")
     gateway = start_gateway(workdir, role=[args.role])
-    argv = ["py-spy", "record", "--pid", str(gateway.pid), "--rate", "250", "--threads",
+    argv = ["py-spy", "record", "--pid", str(gateway.gateway_pid), "--rate", "250", "--threads",
             "--format", "raw", "--output", str(out), "--nonblocking",
             *(["--idle"] if args.idle else []), *(["--gil"] if args.gil else [])]
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -106,21 +106,6 @@ def count_uploads(workdir: Path, url: str | None = None) -> int:
         return int(conn.execute("SELECT count(*) FROM uploads").fetchone()[0])
 
 
-def process_tree_cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` and its children (the workers of a supervisor)."""
-    total = cpu_seconds(pid)
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    for child in children:
-        try:
-            total += cpu_seconds(int(child))
-        except (OSError, ValueError):
-            pass
-    return total
-
-
 def run_gateway(workdir: Path, lua: Path, args: argparse.Namespace, workers: int,
                 database: str) -> dict:  # type: ignore[type-arg]
     env: dict[str, str] = {}
@@ -134,10 +119,10 @@ def run_gateway(workdir: Path, lua: Path, args: argparse.Namespace, workers: int
     try:
         run_wrk(gateway.base + "/api/v1/upload", lua, args.connections, 2, args.threads)  # warm-up
         before = count_uploads(gateway.workdir, url)
-        cpu = process_tree_cpu(gateway.pid)
+        cpu = cpu_seconds(gateway.pid)
         result = run_wrk(gateway.base + "/api/v1/upload", lua, args.connections, args.seconds,
                          args.threads)
-        result["cpu"] = process_tree_cpu(gateway.pid) - cpu
+        result["cpu"] = cpu_seconds(gateway.pid) - cpu
         result["stored"] = count_uploads(gateway.workdir, url) - before
     finally:
         gateway.stop()

@@ -124,6 +124,17 @@ def configure(level: int = logging.INFO, stream: TextIO | None = None,
     return handler
 
 
+def name_process(name: str) -> None:
+    """Name this process (a supervisor's child) on the root logger's handlers' lines."""
+    for handler in logging.getLogger().handlers:
+        formatter = handler.formatter
+        if isinstance(formatter, JsonLines):
+            formatter.process_name = name
+        elif isinstance(formatter, SafeFormatter):
+            handler.setFormatter(SafeFormatter(FORMAT.replace(
+                "%(name)s", f"{escape(name)}[%(process)d] %(name)s", 1)))
+
+
 def json_from_env(env: Any) -> bool:
     """``LOG_FORMAT``: ``text`` (the default) or ``json``; ``ValueError`` naming it."""
     value = (env.get("LOG_FORMAT") or "text").strip().lower()

@@ -1,4 +1,5 @@
-"""A small process supervisor: runs child processes (``python app.py ROLE``), restarts one
+"""A small process supervisor: runs child processes (forked copies of itself, each running
+one part of ``python app.py``), restarts one
 that dies with a backoff, forwards SIGTERM/SIGINT to all of them and waits for them to
 finish (each drains its own in-flight uploads), then exits with their exit code.
 
@@ -24,11 +25,12 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
+
+from core.logs import PROCESS_ENV, name_process
 
 logger = logging.getLogger("supervisor")
 
@@ -49,16 +51,42 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 @dataclass
 class Child:
+    """A process of the supervisor: ``run`` is called in a forked copy of the supervisor
+    (the modules are imported already, so a child starts at once and the children share
+    those pages) and returns its exit code."""
     name: str
-    argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
+    run: Callable[[], int]
     # a fresh set of listening sockets for each start (passed as LISTEN_FDS)
     sockets: Callable[[], list[socket.socket]] | None = None
-    process: subprocess.Popen[bytes] | None = None
+    pid: int | None = None
     started: float = 0.0
     backoff: float = 1.0
     restart_at: float | None = None
     restarts: int = 0
+
+
+def _in_child(child: Child, sockets: list[socket.socket]) -> None:  # pragma: no cover
+    """The forked child: never returns."""
+    code = 1
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _die_with_parent()
+        os.environ[PROCESS_ENV] = child.name
+        if sockets:
+            os.environ[LISTEN_FDS] = ",".join(str(s.detach()) for s in sockets)
+        name_process(child.name)
+        code = child.run()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - reported, then the child exits 1
+        logger.exception("%s failed", child.name)
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
 
 
 class Supervisor:
@@ -68,32 +96,29 @@ class Supervisor:
         self.code = 0
 
     def _start(self, child: Child) -> None:
-        env = {**os.environ, **child.env, "APP_PROCESS": child.name}
-        fds: list[int] = []
-        sockets: list[socket.socket] = []
-        if child.sockets is not None:
-            sockets = child.sockets()
-            fds = [s.fileno() for s in sockets]
-            env[LISTEN_FDS] = ",".join(map(str, fds))
+        sockets = child.sockets() if child.sockets is not None else []
+        sys.stdout.flush()
+        sys.stderr.flush()
         try:
-            child.process = subprocess.Popen(
-                child.argv, env=env, pass_fds=fds, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent)
+            pid = os.fork()
+            if pid == 0:
+                _in_child(child, sockets)
         finally:
             for sock in sockets:  # the child has its copy
                 sock.close()
+        child.pid = pid
         child.started = time.monotonic()
         child.restart_at = None
-        logger.info("started %s (pid %d)", child.name, child.process.pid)
+        logger.info("started %s (pid %d)", child.name, pid)
 
     def _signal(self, signum: int, _frame: object) -> None:
         if self.stopping is None:
             logger.info("signal %d: stopping %d processes", signum, len(self.children))
         self.stopping = signum
         for child in self.children:
-            if child.process is not None and child.process.poll() is None:
+            if child.pid is not None:
                 try:
-                    child.process.send_signal(signum)
+                    os.kill(child.pid, signum)
                 except ProcessLookupError:
                     pass
 
@@ -107,14 +132,10 @@ class Supervisor:
             self._check()
             time.sleep(POLL)
         for child in self.children:
-            if child.process is None:
+            if child.pid is None:
                 continue
-            while True:
-                try:
-                    code = child.process.wait()
-                    break
-                except InterruptedError:  # pragma: no cover - PEP 475 retries
-                    continue
+            code = _exit_code(os.waitpid(child.pid, 0)[1])
+            child.pid = None
             if code not in (0, -signal.SIGTERM, -signal.SIGINT) and not self.code:
                 logger.warning("%s exited with %d", child.name, code)
                 self.code = code if code > 0 else 1
@@ -124,14 +145,15 @@ class Supervisor:
     def _check(self) -> None:
         now = time.monotonic()
         for child in self.children:
-            if child.process is None:
+            if child.pid is None:
                 if child.restart_at is not None and now >= child.restart_at:
                     self._start(child)
                 continue
-            code = child.process.poll()
-            if code is None or self.stopping is not None:
+            pid, status = os.waitpid(child.pid, os.WNOHANG)
+            if pid == 0 or self.stopping is not None:
                 continue
-            child.process = None
+            code = _exit_code(status)
+            child.pid = None
             if code == CONFIG_ERROR:
                 logger.error("%s exited with a configuration error; stopping", child.name)
                 self.code = CONFIG_ERROR
@@ -146,6 +168,11 @@ class Supervisor:
             child.backoff = min(child.backoff * 2, MAX_BACKOFF)
 
 
+def _exit_code(status: int) -> int:
+    """``waitpid``'s status as ``Popen.returncode`` says it (minus the signal)."""
+    return os.waitstatus_to_exitcode(status)
+
+
 def inherited_sockets() -> list[socket.socket] | None:
     """The listening sockets a supervisor handed to this process (``LISTEN_FDS``)."""
     value = os.environ.pop(LISTEN_FDS, None)  # not for the processes this one starts
@@ -154,5 +181,3 @@ def inherited_sockets() -> list[socket.socket] | None:
     return [socket.socket(fileno=int(fd)) for fd in value.split(",")]
 
 
-def child_argv(*args: str) -> list[str]:
-    return [sys.executable, os.path.abspath(sys.argv[0]), *args]
