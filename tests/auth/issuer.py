@@ -40,6 +40,7 @@ class Issuer:
         self.sign_with: rsa.RSAPrivateKey | None = None  # a key not in the JWKS
         self.codes: dict[str, dict[str, Any]] = {}
         self.token_requests: list[dict[str, str]] = []
+        self.page = "<!doctype html><title>empty</title>"
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: HTTPServer | None = None
@@ -96,9 +97,17 @@ class Issuer:
                 self.finish({"access_token": secrets.token_urlsafe(16), "token_type": "Bearer",
                              "id_token": issuer.id_token(asked["nonce"])})
 
+        class Page(tornado.web.RequestHandler):
+            """Any page a test puts here: another origin than the gateway's (another port
+            of the same host: same site, so SameSite=Lax cookies do go along)."""
+
+            def get(self) -> None:
+                self.set_header("Content-Type", "text/html; charset=utf-8")
+                self.finish(issuer.page)
+
         return tornado.web.Application([
             (r"/.well-known/openid-configuration", Discovery), (r"/jwks", Jwks),
-            (r"/authorize", Authorize), (r"/token", Token)])
+            (r"/authorize", Authorize), (r"/token", Token), (r"/page", Page)])
 
     def id_token(self, nonce: str) -> str:
         now = int(time.time())
