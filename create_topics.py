@@ -18,9 +18,15 @@ import logging
 import os
 import sys
 
+from areas.jobs import TOPICS as AREA_TOPICS
 from bus import BusUnavailable
 from bus.topics import all_topics
 from core.settings import Settings, SettingsError
+
+
+def topics(settings: Settings) -> list[str]:
+    """Every topic: the pipeline's (bus/topics.py) and the upload areas' (areas/jobs.py)."""
+    return all_topics(settings) + list(AREA_TOPICS)
 
 
 def _int_env(name: str, default: int) -> int:
@@ -68,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from bus.kafka_admin import ensure_topics  # confluent-kafka only when it is needed
 
     try:
-        states = ensure_topics(settings.kafka_servers, all_topics(settings), args.partitions,
+        states = ensure_topics(settings.kafka_servers, topics(settings), args.partitions,
                                args.replication_factor, args.timeout)
     except BusUnavailable as exc:
         print(f"error: Kafka at {settings.kafka_servers} cannot be reached ({exc}); "

@@ -47,3 +47,11 @@ def test_alone_it_serves_metrics_and_health(tmp_path: Path) -> None:
             assert b"gateway_area_checksum_bytes_total" in response.read()
     finally:
         assert gateway.stop() == 0
+
+
+def test_create_topics_makes_the_area_topics() -> None:
+    import create_topics
+    from areas.jobs import TOPICS
+    from core.settings import Settings
+
+    assert set(TOPICS) <= set(create_topics.topics(Settings.from_env({})))

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from bus.kafka_mock import MockKafkaCluster
-from bus.topics import all_topics
 from core.settings import Settings
+from create_topics import topics as every_topic
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,8 +42,8 @@ def run(bootstrap: str, tmp_path: Path, *args: str, **env: str) -> subprocess.Co
 
 
 def topics(tmp_path: Path) -> list[str]:
-    return all_topics(Settings.from_env({"WORKDIR": str(tmp_path),
-                                         "VALID_UPLOAD_TYPES": "testareno"}))
+    return every_topic(Settings.from_env({"WORKDIR": str(tmp_path),
+                                          "VALID_UPLOAD_TYPES": "testareno"}))
 
 
 def test_cannot_create_on_the_mock_and_says_so(cluster: MockKafkaCluster, tmp_path: Path) -> None:
