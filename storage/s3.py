@@ -19,12 +19,13 @@ commit is sent with one ``PutObject``; otherwise a multipart upload is created w
 first part is full, each full part is uploaded as it fills, and ``commit`` uploads the
 remainder and completes the upload. A writer never holds more than one part in memory.
 Limits: 10,000 parts, so at most 80 GiB per object at the default part size. ``move`` is
-``HeadObject`` + ``CopyObject`` + ``DeleteObject`` (a managed multipart copy above 5 GiB).
-``move_many`` (a batch of verdicts) runs the heads and copies of its moves concurrently,
-at most ``MOVE_CONCURRENCY`` at once (within the client's connection pool), then removes
-the sources with one ``DeleteObjects`` per source bucket and 1,000 keys: a batch of N
-promotions costs about three round trips instead of 3 N (tests/storage/test_s3.py counts
-them through a latency proxy).
+``CopyObject`` + ``DeleteObject``; a ``HeadObject`` only when the copy finds no source (a
+redelivered verdict: is it in the destination?) or one over 5 GiB (then a managed
+multipart copy). ``move_many`` (a batch of verdicts) runs the copies of its moves
+concurrently, at most ``MOVE_CONCURRENCY`` at once (within the client's connection pool),
+then removes the sources with one ``DeleteObjects`` per source bucket and 1,000 keys: a
+batch of N promotions costs N + 1 requests in about two round trips, where it was 3 N one
+after another (tests/storage/test_s3.py counts them through a latency proxy).
 
 Resumable objects (tus uploads) are multipart uploads under ``resumable/`` kept across
 requests, with short tails in ``.resumable/`` objects (``storage.s3_resumable``). Upload
@@ -75,6 +76,8 @@ MAX_COPY_SIZE = 5 * 1024 * 1024 * 1024  # larger objects need a multipart copy
 COPY_CHUNK_SIZE = 512 * 1024 * 1024
 MOVE_CONCURRENCY = 16  # copies of one move_many in flight at once (bounded by the pool)
 DELETE_BATCH = 1000  # DeleteObjects takes at most this many keys
+# what CopyObject answers for a source over 5 GiB (then a managed multipart copy)
+TOO_LARGE_TO_COPY = frozenset({"InvalidRequest", "EntityTooLarge"})
 MAX_URL_EXPIRY = 7 * 24 * 3600  # SigV4 presigned URLs live at most a week
 DEFAULT_REGION = "us-east-1"
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
@@ -380,11 +383,29 @@ class S3Storage(S3Cleanup, S3Resumable, S3Direct, Storage):
     def _copy_over(self, src_bucket: str, dst_bucket: str, key: str) -> bool:
         """Copy the object to its destination: True when its source is left to delete,
         False when it was moved already (a redelivered verdict); ``FileNotFoundError``
-        when neither bucket has it."""
+        when neither bucket has it. One CopyObject in the usual case: the source is
+        looked at (HeadObject) only when the copy says it is missing or too large for
+        one CopyObject (over 5 GiB: a managed multipart copy)."""
         src, dst = self._name(src_bucket), self._name(dst_bucket)
         what = f"{src_bucket}/{key}"
+        if src == dst:
+            if self._head(dst, key) is not None:
+                return False
+            raise FileNotFoundError(errno.ENOENT, "no such object", what)
+        source = {"Bucket": src, "Key": key}
+        try:
+            self._client.copy_object(Bucket=dst, Key=key, CopySource=source)
+            return True
+        except ClientError as exc:
+            if _is_not_found(exc):
+                # moved already (a redelivery, a concurrent move), or missing everywhere
+                if self._head(dst, key) is not None:
+                    return False
+                raise FileNotFoundError(errno.ENOENT, "no such object", what) from None
+            if _code(exc) not in TOO_LARGE_TO_COPY:
+                raise
         head = self._head(src, key)
-        if head is None or src == dst:
+        if head is None:
             if self._head(dst, key) is not None:
                 return False
             raise FileNotFoundError(errno.ENOENT, "no such object", what)

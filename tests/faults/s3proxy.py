@@ -1,7 +1,8 @@
 """A fault-injecting HTTP proxy on loopback, in front of the moto S3 server.
 
 ``fault(method, path_and_query)`` decides per request: ``None`` forwards it; ``"500"`` or
-``"503"`` answers with that S3 error without forwarding; ``"stall"`` reads the request,
+``"503"`` answers with that S3 error without forwarding (``"400"``: what S3 answers a
+CopyObject of a source over 5 GiB); ``"stall"`` reads the request,
 waits ``stall_seconds`` and closes the connection without an answer (an endpoint that
 hangs, then drops); ``"reset"`` closes the connection at once with a TCP reset.
 
@@ -23,7 +24,9 @@ from urllib.parse import urlsplit
 Fault = Callable[[str, str], "str | None"]
 HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
        "proxy-connection"}
-ERRORS = {"500": ("InternalError", "We encountered an internal error."),
+ERRORS = {"400": ("InvalidRequest", "The specified copy source is larger than the maximum "
+                  "allowable size for a copy source: 5368709120"),
+          "500": ("InternalError", "We encountered an internal error."),
           "503": ("SlowDown", "Please reduce your request rate.")}
 
 
