@@ -26,7 +26,8 @@ PATHS: dict[str, Any] = {
                  "responses": {"302": _REDIRECT,
                                "401": {"description": "wrong name or password", **_HTML},
                                "403": {"description": "the form's token is missing or "
-                                                      "expired", **_HTML}}}},
+                                                      "expired", **_HTML},
+                               "429": {"description": "too many failed sign-ins", **_HTML}}}},
     "/auth/logout": {"post": {
         "summary": "Sign out (the session's CSRF token as X-CSRF-Token or form field csrf)",
         "responses": {"302": _REDIRECT, "403": {"description": "no valid CSRF token"}}}},

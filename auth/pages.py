@@ -21,6 +21,7 @@ from tornado.escape import xhtml_escape
 
 from auth.oidc import OidcError, error_page
 from auth.sessions import Sessions, csrf_ok, same_origin, secure_request
+from auth.throttle import MAX_FAILURES
 from auth.users import check_password
 from auth.web import Authenticator, authenticator_of, principal_of
 
@@ -108,12 +109,24 @@ class LoginHandler(AuthPage):
             return
         name = self.get_body_argument("user", "").strip()
         password = self.get_body_argument("password", "")
+        # per client address, and (higher, so that others cannot easily lock a user
+        # out) per user name
+        keys = (f"user:{name.lower()}", f"ip:{self.request.remote_ip}")
+        limits = (MAX_FAILURES * 5, MAX_FAILURES)
+        if any(self.auth.failures.count(k) >= n for k, n in zip(keys, limits, strict=True)):
+            logger.warning("sign-in of %r from %s refused: too many failures", name[:64],
+                           self.request.remote_ip)
+            self.render_form(next_path, "Too many failed sign-ins; try again later.", 429)
+            return
         user = await self.auth.run(check_password, self.auth.engine, name, password) \
             if name and password else None
         if user is None:
+            for key in keys:
+                self.auth.failures.add(key)
             logger.info("sign-in refused for %r from %s", name[:64], self.request.remote_ip)
             self.render_form(next_path, "Wrong user name or password.", 401)
             return
+        self.auth.failures.clear(keys[0])
         self.clear_cookie(LOGIN_COOKIE, path="/auth")
         self.sessions.start(self, user.name, user.org_id, "local")
         logger.info("user %s signed in (local) from %s", user.name, self.request.remote_ip)

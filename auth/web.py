@@ -44,6 +44,7 @@ from tornado.escape import url_escape
 
 from auth.keys import SCOPES, KeyVerifier
 from auth.sessions import Session, Sessions, csrf_ok
+from auth.throttle import Failures
 from auth.users import active_user
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Authenticator:
         self.engine = engine
         self.sessions = sessions
         self.oidc = oidc  # auth.oidc.OidcClient when OIDC_ISSUER is set
+        self.failures = Failures()  # failed sign-ins (auth/throttle.py)
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="auth")
 
     async def run(self, func: Callable[..., Any], *args: Any) -> Any:

@@ -62,7 +62,7 @@ def implemented(handler: type[Any]) -> list[str]:
             if getattr(handler, m.lower(), None) is not getattr(base, m.lower(), None)]
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=60)
 async def test_nothing_else_answers_without_credentials(  # type: ignore[no-untyped-def]
         http_client, base_url, services: Services) -> None:
     table = routes(services) + pull_routes(services, {}, lambda name: None)

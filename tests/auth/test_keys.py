@@ -79,7 +79,7 @@ async def fetch(http_client, url: str, headers: dict[str, str] | None = None,  #
     return response.code, json.loads(response.body or b"null"), response.headers
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=60)
 async def test_require_scope_401_403_and_revocation(http_client, http_server, services: Services,  # type: ignore[no-untyped-def]
                                                     mint: Mint) -> None:
     http_server.request_callback = probe_app(services)
@@ -103,7 +103,7 @@ async def test_require_scope_401_403_and_revocation(http_client, http_server, se
     assert (await fetch(http_client, url, good))[0] == 401  # at once, though verified before
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=60)
 async def test_auth_required_off_lets_anonymous_through_but_checks_sent_keys(  # type: ignore[no-untyped-def]
         http_client, http_server, services: Services) -> None:
     http_server.request_callback = probe_app(services, required=False)
@@ -112,7 +112,7 @@ async def test_auth_required_off_lets_anonymous_through_but_checks_sent_keys(  #
     assert (await fetch(http_client, url, {"Authorization": "Bearer nonsense"}))[0] == 401
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=60)
 async def test_an_application_without_authenticator_refuses(  # type: ignore[no-untyped-def]
         http_client, http_server, services: Services) -> None:
     token = create_key(services.database.engine, "k", ["areas"])
@@ -129,7 +129,7 @@ async def fetch_raw(http_client, url: str, headers: dict[str, str]) -> int:  # t
     return int(response.code)
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=60)
 async def test_health_details_only_with_admin(http_client, base_url, mint: Mint) -> None:  # type: ignore[no-untyped-def]
     code, body, _ = await fetch(http_client, base_url + "/api/v1/health")
     assert code in (200, 503) and set(body["components"]) == {"storage", "database", "bus"}

@@ -12,6 +12,7 @@ from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import tornado.web
 
 from tests.auth.issuer import Issuer, new_key
 from tests.auth.test_staff import Browser
@@ -46,7 +47,7 @@ async def oidc_sign_in(browser: Browser, tamper_state: bool = False) -> Any:
     return await browser.fetch(f"{callback.path}?{query}")
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=60)
 async def test_sign_in_through_the_issuer(http_client, base_url, issuer: Issuer) -> None:  # type: ignore[no-untyped-def]
     browser = Browser(http_client, base_url)
     form = await browser.fetch("/auth/login")
@@ -65,7 +66,26 @@ async def test_sign_in_through_the_issuer(http_client, base_url, issuer: Issuer)
     assert (await replay.fetch("/auth/oidc/callback?code=x&state=y")).code == 403
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=60)
+async def test_a_staff_group_keeps_out_users_not_in_it(  # type: ignore[no-untyped-def]
+        http_client, base_url, issuer: Issuer, app: tornado.web.Application) -> None:
+    from auth.oidc import OidcClient, oidc_config
+
+    auth = app.settings["auth"]
+    config = oidc_config({**issuer.env(), "OIDC_STAFF_GROUP": "staff"})
+    assert config is not None
+    auth.oidc = OidcClient(config)
+    issuer.claims = {"groups": ["lab"]}
+    outsider = Browser(http_client, base_url)
+    done = await oidc_sign_in(outsider)
+    assert done.code == 403 and b"not in the staff group" in done.body
+    issuer.claims = {"groups": ["lab", "staff"]}
+    member = Browser(http_client, base_url)
+    assert (await oidc_sign_in(member)).code == 302
+    assert (await member.session())["user"] == "oidc.user"
+
+
+@pytest.mark.gen_test(timeout=60)
 @pytest.mark.parametrize("bad", ["foreign key", "audience", "issuer", "expired", "nonce",
                                  "state"])
 async def test_tokens_that_do_not_verify_are_refused(  # type: ignore[no-untyped-def]

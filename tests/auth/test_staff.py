@@ -75,7 +75,7 @@ def lab(services: Services) -> Lab:
     return Lab(services.settings, services.storage, services.database)
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=60)
 async def test_staff_page_and_api_need_a_signed_in_user(  # type: ignore[no-untyped-def]
         http_client, base_url, services: Services, mint: Mint) -> None:
     add_user(services.database.engine, "alice", PASSWORD)
@@ -114,7 +114,7 @@ async def test_staff_page_and_api_need_a_signed_in_user(  # type: ignore[no-unty
     assert (await browser.fetch("/api/v1/asset-transfers")).code == 401
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=60)
 async def test_csrf_and_the_associating_user(  # type: ignore[no-untyped-def]
         http_client, base_url, services: Services, lab: Lab) -> None:
     add_user(services.database.engine, "bob", PASSWORD)
@@ -157,7 +157,7 @@ async def test_csrf_and_the_associating_user(  # type: ignore[no-untyped-def]
     assert (await browser.fetch("/api/v1/asset-transfers")).code == 401
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=60)
 async def test_no_open_redirect_after_sign_in(http_client, base_url, services: Services) -> None:  # type: ignore[no-untyped-def]
     add_user(services.database.engine, "carol", PASSWORD)
     for evil in ("//evil.example/", "http://evil.example/", "/\\evil.example"):
@@ -166,7 +166,7 @@ async def test_no_open_redirect_after_sign_in(http_client, base_url, services: S
         assert response.code == 302 and response.headers["Location"] == "/staff/", evil
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=60)
 async def test_a_staff_user_of_an_org_sees_only_that_org(  # type: ignore[no-untyped-def]
         http_client, base_url, services: Services, lab: Lab, mint: Mint) -> None:
     add_user(services.database.engine, "olga", PASSWORD, org_id="org1")
@@ -218,3 +218,16 @@ def test_users_are_added_from_the_command_line_with_hashed_passwords(tmp_path: P
         stored = conn.execute(select(staff_users.c.password_hash)).scalar_one()
     engine.dispose()
     assert stored.startswith("$argon2id$") and PASSWORD not in stored
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_guessing_passwords_is_throttled(http_client, base_url, services: Services) -> None:  # type: ignore[no-untyped-def]
+    from auth.throttle import MAX_FAILURES
+
+    add_user(services.database.engine, "frank", PASSWORD)
+    browser = Browser(http_client, base_url)
+    for attempt in range(MAX_FAILURES):
+        assert (await browser.sign_in("frank", f"guess number {attempt}")).code == 401
+    refused = await browser.sign_in("frank", PASSWORD)  # even the right one, for now
+    assert refused.code == 429 and b"Too many failed sign-ins" in refused.body
+    assert "gw_session" not in browser.cookies
