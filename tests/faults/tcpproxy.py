@@ -87,8 +87,20 @@ class TcpProxy:
 
 
 def _reset(sock: socket.socket) -> None:
+    """Reset ``sock`` now, also when a pump thread is blocked reading it: ``close`` alone
+    does not wake a ``recv`` in another thread, and while that call holds the socket the
+    kernel neither closes it nor sends anything, so the peer (a PostgreSQL backend idle in
+    its transaction, holding its locks) never learnt that the connection was gone.
+    ``shutdown`` wakes the reader; with ``SO_LINGER`` 0 the close is a reset."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
         sock.close()
     except OSError:
         pass
