@@ -23,7 +23,8 @@ counts: every 202'd valid payload ``available``, every 202'd invalid one ``rejec
 check (not by the timeout), 0 lost (202'd but not decided, or without a record), 0
 duplicates on ``platform.upload.available`` (read from the start by a consumer of its own),
 every perm object's sha256 equal to the one the client computed, every process still
-running and stopping with status 0 on SIGTERM.
+running and stopping with status 0 on SIGTERM; and no hang: every upload answered within
+``CLIENT_TIMEOUT`` and some accepted after each fault ended.
 
 ``run(Phases(...))`` returns the figures (a dict) and ``problems(figures)`` lists what is
 wrong with them; tests/faults/test_fault_run.py runs it with short phases,
@@ -73,6 +74,11 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
            "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
 FINAL = ("available", "rejected")
+# an upload here takes seconds at most, outages included (the 503s come at once): a client
+# that waited this long for an answer found a hang
+CLIENT_TIMEOUT = 60.0
+# after each of these the gateways must accept uploads again
+RECOVERY = ("S3 back", "brokers up", "PostgreSQL back", "gateway 2 restarted")
 
 log = logging.getLogger("fault_run")
 
@@ -111,6 +117,7 @@ class Sent:
     status: int = 0  # 0: no answer
     request_id: str | None = None
     error: str = ""
+    seconds: float = 0.0
 
 
 @dataclass
@@ -195,11 +202,12 @@ def client(run: Run, ports: list[int], number: int, counter: Callable[[], int]) 
         data, valid = payload(index, phases.invalid_every)
         which = index % len(ports)
         sent = Sent(index, which, valid, hashlib.sha256(data).hexdigest(), len(data), run.phase)
+        started = time.monotonic()
         try:
             response = session.post(
                 f"http://127.0.0.1:{ports[which]}/api/v1/upload",
                 files={"file": (f"payload-{index}.tgz", data, CONTENT_TYPE)},
-                headers={"x-rh-identity": identity()}, timeout=120)
+                headers={"x-rh-identity": identity()}, timeout=CLIENT_TIMEOUT)
             sent.status = response.status_code
             if response.status_code == 202:
                 sent.request_id = response.json()["request_id"]
@@ -207,6 +215,7 @@ def client(run: Run, ports: list[int], number: int, counter: Callable[[], int]) 
             sent.error = type(exc).__name__
             session.close()
             session = requests.Session()
+        sent.seconds = time.monotonic() - started
         with run.lock:
             run.sent.append(sent)
     session.close()
@@ -216,7 +225,13 @@ class AvailableTally:
     """Reads ``platform.upload.available`` from the start; counts the messages about each
     request_id."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, phase: Callable[[], str] = lambda: "") -> None:
+        self.phase = phase
+        self.copies_in: dict[str, int] = {}  # phase → later copies first seen in it
+        # its own reconnect failures while the brokers are down are the run's, not news
+        self._rdkafka = logging.getLogger("bus.kafka.librdkafka")
+        self._level = self._rdkafka.level
+        self._rdkafka.setLevel(logging.CRITICAL)
         self.consumer = KafkaBus(settings, session_timeout=1.0).consumer(
             f"fault-run-{uuid.uuid4().hex[:8]}", [AVAILABLE])
         self.offsets: dict[str, set[tuple[int, int]]] = {}
@@ -239,8 +254,12 @@ class AvailableTally:
                 continue  # the malformed ones the run publishes itself
             if isinstance(request_id, str):
                 with self.lock:
-                    self.offsets.setdefault(request_id, set()).add(
-                        (message.partition, message.offset))
+                    offsets = self.offsets.setdefault(request_id, set())
+                    where = (message.partition, message.offset)
+                    if offsets and where not in offsets:
+                        phase = self.phase()
+                        self.copies_in[phase] = self.copies_in.get(phase, 0) + 1
+                    offsets.add(where)
 
     def seen(self) -> dict[str, int]:
         """request_id → messages about it (distinct offsets: this consumer commits
@@ -252,6 +271,7 @@ class AvailableTally:
         self._stop.set()
         self._thread.join(10)
         self.consumer.close()
+        self._rdkafka.setLevel(self._level)
 
 
 MALFORMED: list[bytes] = [
@@ -349,7 +369,7 @@ def run(phases: Phases, directory: Path | None = None, keep: bool = False) -> di
                           "bundler").start())
         for role in roles:
             role.wait_ready("running")  # "validator for testareno running", "bundler running"
-        counted = AvailableTally(settings).start()
+        counted = AvailableTally(settings, lambda: state.phase).start()
         tally = counted
         ports = [g.port for g in gateways]
         counter = itertools.count().__next__
@@ -404,7 +424,7 @@ def run(phases: Phases, directory: Path | None = None, keep: bool = False) -> di
         state.mark("load stops")
         state.stop_load.set()
         for thread in threads:
-            thread.join(180)
+            thread.join(CLIENT_TIMEOUT + 30)
         with state.lock:
             sent = list(state.sent)
         accepted = {s.request_id: s for s in sent if s.status == 202 and s.request_id}
@@ -432,6 +452,7 @@ def run(phases: Phases, directory: Path | None = None, keep: bool = False) -> di
         seen = tally.seen()
         s3 = boto3.client("s3", endpoint_url=moto_url)
         figures.update(count(accepted, sent, final_rows, seen, s3, base["S3_PERM"]))
+        figures["duplicates_seen_in"] = dict(counted.copies_in)
         figures["alive_at_end"] = {name: proc.process is not None and proc.process.poll() is None
                                    for name, proc in _named(gateways, roles)}
     finally:
@@ -512,7 +533,12 @@ def count(accepted: dict[str, Sent], sent: list[Sent], rows: dict[str, dict[str,
     available = [rid for rid in accepted if rows.get(rid, {}).get("status") == "available"]
     duplicates = sum(seen.get(rid, 0) - 1 for rid in available if seen.get(rid, 0) > 1)
     missing_message = [rid for rid in available if not seen.get(rid)]
+    hung = [s for s in sent if s.error in ("ReadTimeout", "Timeout")]
+    recovered = {phase: answers.get(phase, {}).get("202", 0) for phase in RECOVERY}
     return {
+        "hung_requests": len(hung),
+        "slowest_answer_seconds": round(max((s.seconds for s in sent if s.status), default=0), 1),
+        "accepted_after": recovered,
         "uploads_sent": len(sent), "accepted_202": len(accepted),
         "accepted_valid": sum(1 for s in accepted.values() if s.valid),
         "accepted_invalid": sum(1 for s in accepted.values() if not s.valid),
@@ -535,6 +561,12 @@ def problems(figures: dict[str, Any]) -> list[str]:
                 "available_without_message", "perm_sha256_mismatch"):
         if figures.get(key):
             found.append(f"{key}: {figures[key]}")
+    if figures.get("hung_requests"):
+        found.append(f"hung_requests: {figures['hung_requests']} uploads got no answer "
+                     f"within {CLIENT_TIMEOUT:.0f}s")
+    for phase, accepted in figures.get("accepted_after", {}).items():
+        if not accepted:
+            found.append(f"no upload accepted after {phase!r}: the gateways did not recover")
     if not figures.get("accepted_202"):
         found.append("no upload was accepted")
     if not figures.get("rejected_by_check"):
@@ -553,11 +585,14 @@ def report(figures: dict[str, Any]) -> str:
     lines = ["fault run:"]
     for at, phase in figures.get("timeline", []):
         lines.append(f"  {at:7.1f}s  {phase}")
-    for key in ("uploads_sent", "accepted_202", "accepted_valid", "accepted_invalid",
+    for key in ("hung_requests", "slowest_answer_seconds", "uploads_sent", "accepted_202",
+                "accepted_valid", "accepted_invalid",
                 "available_valid", "rejected_by_check", "lost", "rejected_by_timeout",
                 "wrong_verdicts", "duplicates_on_available", "available_without_message",
                 "perm_sha256_checked", "perm_sha256_mismatch", "recorded_without_202"):
         lines.append(f"  {key:<26} {figures.get(key)}")
+    lines.append(f"  duplicates seen in         {json.dumps(figures.get('duplicates_seen_in'))}")
+    lines.append(f"  accepted after             {json.dumps(figures.get('accepted_after'))}")
     lines.append(f"  statuses                   {json.dumps(figures.get('statuses'))}")
     lines.append(f"  bad messages               {json.dumps(figures.get('bad_messages'))}")
     lines.append("  answers by phase:")
