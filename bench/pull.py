@@ -114,15 +114,20 @@ def puller_run(workdir: Path, port: int, host_key: str, provider: str) -> float:
     env = {"WORKDIR": str(workdir), "LISTEN_PORT": str(listen), "LISTEN_ADDRESS": "127.0.0.1",
            "MAX_LENGTH": str(4 * GiB), "BENCH_PW": PASSWORD,
            "PULL_PROVIDERS": str(providers_file(workdir, port, host_key))}
+    # the jobs API needs an API key with the scope pulls (issue 11)
+    token = subprocess.run([sys.executable, str(ROOT / "app.py"), "keys", "add", "bench",
+                            "--scope", "pulls"], env={**os.environ, **env}, check=True,
+                           capture_output=True, text=True).stdout.strip()
+    auth = {"Authorization": f"Bearer {token}"}
     with Server([sys.executable, str(ROOT / "app.py"), "puller"], env, listen, workdir,
                 "/api/v1/health") as server:
         started = time.monotonic()
         request = urllib.request.Request(f"{server.base}/api/v1/pulls/{provider}", data=b"",
-                                         method="POST")
+                                         method="POST", headers=auth)
         with urllib.request.urlopen(request) as response:
             url = server.base + json.loads(response.read())["url"]
         while True:
-            with urllib.request.urlopen(url) as response:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=auth)) as response:
                 job = json.loads(response.read())
             if job["state"] in ("completed", "failed"):
                 break
