@@ -231,3 +231,42 @@ async def test_guessing_passwords_is_throttled(http_client, base_url, services: 
     refused = await browser.sign_in("frank", PASSWORD)  # even the right one, for now
     assert refused.code == 429 and b"Too many failed sign-ins" in refused.body
     assert "gw_session" not in browser.cookies
+
+
+def test_behind_a_tls_proxy_the_session_cookie_is_secure(tmp_path: Path) -> None:
+    """``X-Forwarded-Proto: https`` from the proxy (the gateway runs with xheaders): the
+    session cookie is ``Secure``; over plain HTTP it cannot be."""
+    import http.client
+
+    from tests.e2e import Gateway
+
+    gateway = Gateway({"WORKDIR": str(tmp_path / "work")}, ["gateway"]).start()
+    try:
+        added = subprocess.run([sys.executable, str(ROOT / "app.py"), "users", "add", "gina"],
+                               input=PASSWORD + "\n", capture_output=True, text=True,
+                               env=gateway.env, cwd=ROOT, timeout=60)
+        assert added.returncode == 0, added.stderr
+
+        def request(method: str, path: str, body: str | None = None,
+                    headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+            connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
+            connection.request(method, path, body=body, headers={
+                "X-Forwarded-Proto": "https", **(headers or {})})
+            return connection.getresponse()
+
+        form = request("GET", "/auth/login")
+        login_cookie = form.getheader("Set-Cookie", "")
+        assert "Secure" in login_cookie
+        token = re.search(r'name="csrf" value="([^"]+)"', form.read().decode())
+        assert token is not None
+        signed = request("POST", "/auth/login",
+                         urlencode({"user": "gina", "password": PASSWORD,
+                                    "csrf": token.group(1)}),
+                         {"Content-Type": "application/x-www-form-urlencoded",
+                          "Cookie": login_cookie.split(";", 1)[0]})
+        assert signed.status == 302
+        cookies = [v for k, v in signed.getheaders() if k.lower() == "set-cookie"]
+        session = next(c for c in cookies if c.startswith("gw_session="))
+        assert "Secure" in session and "HttpOnly" in session and "SameSite=Lax" in session
+    finally:
+        assert gateway.stop() == 0
