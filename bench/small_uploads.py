@@ -18,11 +18,13 @@ Needs wrk (``apt-get install -y wrk``).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import re
 import sqlite3
 import statistics
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -132,8 +134,9 @@ def run_gateway(workdir: Path, lua: Path, args: argparse.Namespace, workers: int
     ok = result["stored"] >= accepted and not result["non2xx"]
     print(f"  {workers} process{'es' if workers > 1 else '  '} {result['rps']:7.0f} uploads/s  "
           f"p50 {result['p50']:.1f} ms  p99 {result['p99']:.1f} ms  "
-          f"CPU {1e6 * result['cpu'] / max(1, result['total']):.0f} us/upload  "
-          f"durable {accepted} x 202, {result['stored']} rows ({'ok' if ok else 'MISMATCH'})",
+          f"CPU {1e6 * result['cpu'] / max(1, result['total']):.0f} us/upload "
+          f"({result['cpu'] / args.seconds:.2f} cores)  durable {accepted} x 202, "
+          f"{result['stored']} rows ({'ok' if ok else 'MISMATCH'})",
           flush=True)
     return result
 
@@ -178,7 +181,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="N > 1: compare python app.py gateway --workers N with 1 process")
     parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgres"])
-    parser.add_argument("--rounds", type=int, default=2, help="with --workers")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="with --workers or --compare-one-process")
+    parser.add_argument("--compare-env", metavar="NAME=VALUE",
+                        help="also run the role with this variable set, alternating")
+    parser.add_argument("--compare-one-process", action="store_true",
+                        help="role all: also python app.py --one-process, alternating")
     args = parser.parse_args()
     if args.workers > 1:
         compare_workers(args)
@@ -187,33 +195,110 @@ def main() -> None:
            f"{args.seconds}s, wrk -t{args.threads}, embedded defaults, role {args.role}")
     workdir = temp_workdir("small")
     lua = write_lua(workdir, args.size)
-    baseline = start_baseline(workdir / "baseline")
-    gateway = start_gateway(workdir / "gateway", role=[args.role])
+    configs: list[tuple[list[str], dict[str, str]]] = [([args.role], {})]
+    if args.role == "all" and args.compare_one_process:
+        configs.append((["all", "--one-process"], {}))
+    if args.compare_env:
+        name, _, value = args.compare_env.partition("=")
+        configs.append(([args.role], {name: value}))
+    results = []
+    cpu_per_upload: dict[str, list[float]] = {}
     try:
-        base = run_wrk(baseline.base + "/noop", lua, args.connections, args.seconds, args.threads)
+        for number in range(args.rounds if len(configs) > 1 else 1):
+            baseline = start_baseline(workdir / f"baseline-{number}")
+            try:
+                base = run_wrk(baseline.base + "/noop", lua, args.connections, args.seconds,
+                               args.threads)
+            finally:
+                baseline.stop()
+            print(f"baseline  {base['rps']:7.0f} req/s     p50 {base['p50']:.1f} ms  "
+                  f"p99 {base['p99']:.1f} ms", flush=True)
+            for index, (role, env) in enumerate(configs if number % 2 == 0 else configs[::-1]):
+                result = run_single(workdir / f"gw-{number}-{index}", lua, args, role, env)
+                label = " ".join([*role, *(f"{k}={v}" for k, v in env.items())])
+                results.append((label, result["rps"] / base["rps"]))
+                cpu_per_upload.setdefault(label, []).append(result["cpu_per_upload"])
+                print(f"ratio     {result['rps'] / base['rps']:.3f} of the bare handler "
+                      f"(target: gateway >= 0.20, all >= 0.13)", flush=True)
+    finally:
+        remove_workdir(workdir)
+    for name in dict(results):
+        ratios = [r for n, r in results if n == name]
+        print(f"median ratio {name}: {statistics.median(ratios):.3f} ({len(ratios)} runs), "
+              f"CPU per upload {statistics.median(cpu_per_upload[name]):.0f} us")
+
+
+def availability(workdir: Path, since: dt.datetime, wait: float = 15.0) -> dict[str, float]:
+    """For the uploads created since ``since``: how long after its record each became
+    ``available`` (waiting up to ``wait`` s for the last ones)."""
+    query = ("SELECT u.created_at, e.at FROM uploads u LEFT JOIN upload_events e ON "
+             "e.request_id = u.request_id AND e.status = 'available' WHERE u.created_at >= ?")
+    deadline = time.monotonic() + wait
+    while True:
+        with sqlite3.connect(workdir / "gateway.sqlite") as conn:
+            rows = conn.execute(query, (since.strftime("%Y-%m-%d %H:%M:%S.%f"),)).fetchall()
+        if all(at for _, at in rows) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    delays = sorted((dt.datetime.fromisoformat(at) - dt.datetime.fromisoformat(created))
+                    .total_seconds() for created, at in rows if at)
+    if not delays:
+        return {"n": len(rows), "available": 0}
+    return {"n": len(rows), "available": len(delays),
+            "p50": delays[len(delays) // 2], "p99": delays[int(len(delays) * 0.99)],
+            "max": delays[-1], "over5": sum(1 for d in delays if d > 5.0)}
+
+
+def children(server: Server) -> dict[str, int]:
+    """A supervisor's children by name (from its log), latest pid each."""
+    found = re.findall(r"supervisor started (\S+) \(pid (\d+)\)",
+                       server.log.read_text(errors="replace"))
+    return {name: int(pid) for name, pid in found}
+
+
+def run_single(workdir: Path, lua: Path, args: argparse.Namespace, role: list[str],
+               env: dict[str, str]) -> dict:  # type: ignore[type-arg]
+    gateway = start_gateway(workdir, env, role=role)
+    try:
         run_wrk(gateway.base + "/api/v1/upload", lua, args.connections, 2, args.threads)  # warm-up
+        time.sleep(2)  # let the warm-up's uploads through before the measured run
         before = count_uploads(gateway.workdir)
+        since = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         cpu, sys_cpu = cpu_seconds(gateway.pid), cpu_seconds(gateway.pid, "system")
+        parts = children(gateway)
+        part_cpu = {name: cpu_seconds(pid) for name, pid in parts.items()}
         gw = run_wrk(gateway.base + "/api/v1/upload", lua, args.connections, args.seconds,
                      args.threads)
+        part_cpu = {name: cpu_seconds(pid) - part_cpu[name] for name, pid in parts.items()}
         cpu = cpu_seconds(gateway.pid) - cpu
         sys_cpu = cpu_seconds(gateway.pid, "system") - sys_cpu
         accepted = gw["total"] - gw["non2xx"]
         stored = count_uploads(gateway.workdir) - before
-        print(f"gateway   {gw['rps']:7.0f} uploads/s  p50 {gw['p50']:.1f} ms  p99 {gw['p99']:.1f} ms"
-              f"  (target >= 1300/s)")
-        print(f"baseline  {base['rps']:7.0f} req/s     p50 {base['p50']:.1f} ms  p99 {base['p99']:.1f} ms")
-        print(f"ratio     {gw['rps'] / base['rps']:.2f}")
-        print(f"durable   {accepted} answered 202, {stored} rows committed "
-              f"({'ok' if stored >= accepted and not gw['non2xx'] else 'MISMATCH'}); "
-              f"non-2xx {gw['non2xx']}; socket errors: {gw['socket_errors'] or 'none'}")
-        print(f"gateway CPU {1e6 * cpu / max(1, gw['total']):.0f} us per upload, "
-              f"{1e6 * sys_cpu / max(1, gw['total']):.0f} us of it in the kernel "
-              f"({cpu / args.seconds:.2f} cores)")
+        avail = availability(gateway.workdir, since) if role[0] == "all" else None
     finally:
         gateway.stop()
-        baseline.stop()
-        remove_workdir(workdir)
+    gw["cpu_per_upload"] = 1e6 * cpu / max(1, gw["total"])
+    label = " ".join([*role, *(f"{k}={v}" for k, v in env.items())])
+    print(f"{label:<17} {gw['rps']:7.0f} uploads/s  p50 {gw['p50']:.1f} ms  "
+          f"p99 {gw['p99']:.1f} ms")
+    print(f"  durable   {accepted} answered 202, {stored} rows committed "
+          f"({'ok' if stored >= accepted and not gw['non2xx'] else 'MISMATCH'}); "
+          f"non-2xx {gw['non2xx']}; socket errors: {gw['socket_errors'] or 'none'}")
+    print(f"  CPU {1e6 * cpu / max(1, gw['total']):.0f} us per upload (all processes), "
+          f"{1e6 * sys_cpu / max(1, gw['total']):.0f} us of it in the kernel "
+          f"({cpu / args.seconds:.2f} cores)")
+    if part_cpu:
+        print("  CPU per upload by process: " + ", ".join(
+            f"{name} {1e6 * seconds / max(1, gw['total']):.0f} us"
+            for name, seconds in part_cpu.items()))
+    if avail is not None:
+        if avail["available"]:
+            print(f"  available {avail['available']} of {avail['n']} uploads; record -> "
+                  f"available p50 {1000 * avail['p50']:.0f} ms, p99 {1000 * avail['p99']:.0f} ms, "
+                  f"max {1000 * avail['max']:.0f} ms; {avail['over5']:.0f} over 5 s")
+        else:
+            print(f"  available 0 of {avail['n']} uploads")
+    return gw
 
 
 if __name__ == "__main__":
