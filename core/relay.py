@@ -8,6 +8,16 @@ retry state lives in the database, not in memory, so a restart or a broker outag
 nothing. ``wake()`` lets the ingest path start a delivery at once instead of waiting for
 the next poll.
 
+A lease (``LEASE``, 30 s) that runs out makes its messages claimable by any relay: the
+one that held it died. It also runs out while the database is down, for a relay that is
+alive and holds the broker's acknowledgements of its batch, to be recorded once the
+database is back; another relay claiming that batch first sent it again (a duplicate on
+``platform.upload.available`` after every outage longer than the lease). So a relay that
+found the database down holds off, from the outage until ``HOLD`` (10 s) after its
+first pass that succeeds again, the leases that ran out after the outage began (less a
+lease, for a relay that noticed late): their relays, if alive, record them meanwhile;
+those of a relay that died are claimed after the hold.
+
 A message the bus refuses for good (``bus.Refused``: larger than the broker's message size
 limit, invalid) is parked on its own (``outbox.parked_at``, its reason in ``last_error``,
 ``gateway_outbox_parked_total``, an error logged with its request_id) and never claimed
@@ -15,16 +25,19 @@ again; the rest of its batch is delivered or retried as usual.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
 import time
 from typing import Sequence
 
+from sqlalchemy.exc import DBAPIError
+
 from bus import Bus, BusUnavailable, OutMessage, Producer, Refused
 from bus.topics import VALIDATION
 from core import metrics
-from db import Database, OutboxRow
+from db import Database, OutboxRow, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +54,8 @@ LINGER = 0.01
 LINGER_FROM = 8
 SEND_TIMEOUT = 10.0
 MAX_BACKOFF = 30.0
+LEASE = 30.0
+HOLD = 10.0
 
 
 def headers(topic: str, value: bytes) -> tuple[tuple[str, bytes], ...]:
@@ -67,10 +82,16 @@ def backoff(attempts: int) -> float:
 
 
 class OutboxRelay:
-    def __init__(self, database: Database, bus: Bus, send_timeout: float = SEND_TIMEOUT) -> None:
+    def __init__(self, database: Database, bus: Bus, send_timeout: float = SEND_TIMEOUT,
+                 lease: float = LEASE, hold: float = HOLD) -> None:
         self.database = database
         self.bus = bus
         self.send_timeout = send_timeout
+        self.lease = lease
+        self.hold = hold
+        self._down_since: dt.datetime | None = None  # the database, as this relay saw it
+        self._held_after: dt.datetime | None = None  # leases run out after this are held
+        self._hold_until = 0.0  # time.monotonic() the hold ends
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -115,7 +136,7 @@ class OutboxRelay:
     def deliver_once(self, producer: Producer) -> int:
         """Record the previous pass's deliveries and send one batch; returns how many
         messages were delivered."""
-        rows = self.database.outbox_sent_and_claim(self._sent, BATCH)
+        rows = self._sent_and_claim()
         self._sent = []
         if not rows:
             self._report_depth()
@@ -149,6 +170,27 @@ class OutboxRelay:
             self._depth_at = 0.0
             self._report_depth()
         return len(sent)
+
+    def _sent_and_claim(self) -> list[OutboxRow]:
+        """Record the previous batch's deliveries and claim the next batch, holding off
+        the leases that ran out during a database outage (see the module's docstring)."""
+        if self._down_since is not None:
+            held_after: dt.datetime | None = self._down_since - dt.timedelta(seconds=self.lease)
+        elif self._held_after is not None and time.monotonic() < self._hold_until:
+            held_after = self._held_after
+        else:
+            held_after = self._held_after = None
+        try:
+            rows = self.database.outbox_sent_and_claim(self._sent, BATCH, self.lease, held_after)
+        except DBAPIError:
+            if self._down_since is None:
+                self._down_since = utcnow()
+            raise
+        if self._down_since is not None:
+            self._held_after = held_after
+            self._hold_until = time.monotonic() + self.hold
+            self._down_since = None
+        return rows
 
     def _park(self, refused: Sequence[tuple[OutboxRow, Refused]]) -> None:
         """Messages the bus will never take are set aside, each on its own: the others

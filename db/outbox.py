@@ -20,10 +20,12 @@ _INSERT_OUTBOX = insert(outbox)
 _DELETE_OUTBOX = sql_delete(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)))
 _FREE = outbox.c.parked_at.is_(None) & (
     outbox.c.claimed_until.is_(None) | (outbox.c.claimed_until < bindparam("now")))
-_CLAIMS: dict[int, Any] = {}
+# with a hold (see OutboxRelay): a lease that ran out after ``held_after`` is not free yet
+_NOT_HELD = outbox.c.claimed_until.is_(None) | (outbox.c.claimed_until <= bindparam("held_after"))
+_CLAIMS: dict[tuple[int, bool], Any] = {}
 
 
-def _claim_statement(limit: int) -> Any:
+def _claim_statement(limit: int, hold: bool = False) -> Any:
     """Lease the ``limit`` oldest free messages in one statement (SQLite ≥ 3.35,
     PostgreSQL); built once per limit:
 
@@ -38,11 +40,12 @@ def _claim_statement(limit: int) -> Any:
     rescan skips the rows the update itself has just locked, so more than ``limit`` rows
     were claimed. SQLite has one writer at a time and no row locks; FOR UPDATE is left
     out there."""
-    statement = _CLAIMS.get(limit)
+    statement = _CLAIMS.get((limit, hold))
     if statement is None:
-        picked = (select(outbox.c.id).where(_FREE).order_by(outbox.c.id).limit(limit)
+        free = (_FREE & _NOT_HELD) if hold else _FREE
+        picked = (select(outbox.c.id).where(free).order_by(outbox.c.id).limit(limit)
                   .with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED"))
-        statement = _CLAIMS[limit] = (
+        statement = _CLAIMS[(limit, hold)] = (
             update(outbox)
             .where(outbox.c.id == picked.c.id)
             .values(claimed_by=bindparam("me"), claimed_until=bindparam("until"))
@@ -99,11 +102,14 @@ class OutboxQueries:
         with self._begin() as conn:
             return self._claim(conn, limit, lease_seconds)
 
-    def _claim(self, conn: Connection, limit: int, lease_seconds: float) -> list[OutboxRow]:
+    def _claim(self, conn: Connection, limit: int, lease_seconds: float,
+               held_after: dt.datetime | None = None) -> list[OutboxRow]:
         now = utcnow()
-        rows = conn.execute(_claim_statement(limit), {
-            "now": now, "me": uuid.uuid4().hex,
-            "until": now + dt.timedelta(seconds=lease_seconds)}).all()
+        params: dict[str, Any] = {"now": now, "me": uuid.uuid4().hex,
+                                  "until": now + dt.timedelta(seconds=lease_seconds)}
+        if held_after is not None:
+            params["held_after"] = held_after
+        rows = conn.execute(_claim_statement(limit, held_after is not None), params).all()
         rows = sorted(rows)  # RETURNING gives no order; the id is first
         return [OutboxRow(*r) for r in rows]
 
@@ -115,13 +121,15 @@ class OutboxQueries:
             self._sent(conn, sent)
 
     def outbox_sent_and_claim(self, sent: Sequence[OutboxRow], limit: int,
-                              lease_seconds: float = 30.0) -> list[OutboxRow]:
+                              lease_seconds: float = 30.0,
+                              held_after: dt.datetime | None = None) -> list[OutboxRow]:
         """``outbox_sent(sent)`` then ``claim_outbox(limit)`` in one transaction: the
         relay's pass commits once instead of twice (the status messages that ``sent``
-        records are claimable at once). Replayable (see ``_begin``)."""
+        records are claimable at once). Replayable (see ``_begin``). ``held_after``: a
+        lease that ran out after that moment is not claimed (core/relay.py's hold)."""
         with self._begin(replayable=True) as conn:
             self._sent(conn, sent)
-            return self._claim(conn, limit, lease_seconds)
+            return self._claim(conn, limit, lease_seconds, held_after)
 
     def _sent(self, conn: Connection, sent: Sequence[OutboxRow]) -> None:
         if not sent:
