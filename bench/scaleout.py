@@ -259,7 +259,7 @@ class Deployment:
         cpu["moto"] = cpu_seconds(self.moto.pid)
         times = os.times()
         cpu["load generator"] = times.user + times.system - own_start
-        cpu["postgresql"] = _postgres_cpu()
+        cpu["postgresql"] = _postgres_cpu(self.db_name)
         return {kind: round(value, 1) for kind, value in cpu.items()}
 
     def stop(self) -> None:
@@ -282,17 +282,18 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _postgres_cpu() -> float:
-    """CPU seconds of every postgres process (the server is shared: a delta is taken)."""
+def _postgres_cpu(database: str) -> float:
+    """CPU seconds of the PostgreSQL backends serving ``database`` (the server is shared:
+    other databases' backends are not counted; backends that ended are lost)."""
     total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            text = stat.read_text()
+            if database.encode() not in (proc / "cmdline").read_bytes():
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if "(postgres)" in text:
-            fields = text.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
     return total
 
 
@@ -382,7 +383,6 @@ def figures(phase: Phase, tally: Tally, drain: float) -> dict[str, Any]:
 def run_scale(scale: int, args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"scaleout-{scale}-"))
     own_start = sum(os.times()[:2])
-    pg_start = _postgres_cpu()
     deployment = Deployment(scale, args.partitions, args.brokers, workdir)
     tally: Tally | None = None
     try:
@@ -390,6 +390,8 @@ def run_scale(scale: int, args: argparse.Namespace) -> dict[str, Any]:
         deployment.start()
         result: dict[str, Any] = {"start_seconds": round(time.monotonic() - started, 1)}
         tally = Tally(deployment.settings)
+        loaded = time.monotonic()
+        at_start = deployment.profile(own_start)  # start-up (imports, migrations) apart
         steady = Phase("steady", args.uploads, args.rate)
         drive(steady, deployment, args.clients, kill_at=None if args.no_kill else args.uploads // 2)
         result["steady"] = figures(steady, tally, args.drain)
@@ -399,9 +401,18 @@ def run_scale(scale: int, args: argparse.Namespace) -> dict[str, Any]:
         result["burst"] = figures(burst, tally, args.drain)
         result["verdict_cost_seconds"] = {k: round(v, 4) if isinstance(v, float) else v
                                           for k, v in deployment.verdict_cost().items()}
-        profile = deployment.profile(own_start)
-        profile["postgresql"] = round(profile["postgresql"] - pg_start, 1)
-        result["cpu_seconds"] = profile
+        profile = {kind: round(value - at_start.get(kind, 0.0), 1)
+                   for kind, value in deployment.profile(own_start).items()}
+        result["cpu_seconds"] = profile  # during the load only
+        wall = time.monotonic() - loaded
+        total = sum(profile.values())
+        uploads = result["steady"]["accepted"] + result["burst"]["accepted"]
+        # what the whole system needs per upload, and the most this machine's cores allow
+        result["cpu_per_upload_ms"] = round(1000 * total / uploads, 1)
+        result["cpu_use"] = (f"{total:.0f} s of CPU in {wall:.0f} s under load: "
+                             f"{total / wall:.2f} of {os.cpu_count()} cores; at this cost "
+                             f"{os.cpu_count()} cores carry at most "
+                             f"{uploads * os.cpu_count() / total:.0f} uploads/s end to end")
         return result
     finally:
         if tally is not None:
