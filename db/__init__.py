@@ -370,24 +370,45 @@ class Database(OutboxQueries, TusQueries, CleanupFence):
         return self.apply_verdicts([(request_id, verdict, reason, details, messages)])[0]
 
     def apply_verdicts(self, verdicts: Sequence[Verdict]) -> list[str]:
-        """``apply_verdict`` for each of ``verdicts``, in order, in one transaction."""
+        """``apply_verdict`` for each of ``verdicts``, in order, in one transaction: an
+        UPDATE per verdict, then the timeline events and the outbox messages of the whole
+        batch in a few statements (it was four statements per verdict, each a round trip:
+        a third of a verdict batch's time on PostgreSQL)."""
+        results: list[str] = []
+        events: dict[tuple[str, str], tuple[str | None, dt.datetime]] = {}
+        items: list[OutboxItem] = []
         with self._begin() as conn:
-            return [self._apply_verdict(conn, *verdict) for verdict in verdicts]
+            for request_id, verdict, reason, details, messages in verdicts:
+                status = VERDICT_STATUS[verdict]
+                changed = conn.execute(_APPLY_VERDICT[status], {
+                    "rid": request_id, "new_reason": reason, "new_verdict": json.dumps(details),
+                    "now": utcnow()}).mappings().first()
+                if changed is None:
+                    exists = conn.execute(_UPLOAD_EXISTS, {"rid": request_id}).first()
+                    results.append("duplicate" if exists else "unknown")
+                    continue
+                events.setdefault((request_id, status), (reason, utcnow()))
+                items += [*messages, self._status_item(dict(changed), status, reason or verdict)]
+                results.append("applied")
+            self._events(conn, events)
+            if items:
+                self._enqueue(conn, items)
+        return results
 
-    def _apply_verdict(self, conn: Connection, request_id: str, verdict: str,
-                       reason: str | None, details: dict[str, Any],
-                       messages: Sequence[OutboxItem]) -> str:
-        status = VERDICT_STATUS[verdict]
-        changed = conn.execute(_APPLY_VERDICT[status], {
-            "rid": request_id, "new_reason": reason, "new_verdict": json.dumps(details),
-            "now": utcnow()}).mappings().first()
-        if changed is None:
-            exists = conn.execute(_UPLOAD_EXISTS, {"rid": request_id}).first()
-            return "duplicate" if exists else "unknown"
-        self._event(conn, request_id, status, reason)
-        row = dict(changed)
-        self._enqueue(conn, [*messages, self._status_item(row, status, reason or verdict)])
-        return "applied"
+    def _events(self, conn: Connection,
+                events: dict[tuple[str, str], tuple[str | None, dt.datetime]]) -> None:
+        """Add the timeline events ((request_id, status) → (message, at)) that are not
+        there yet, in their order."""
+        done: set[tuple[str, str]] = set()
+        for status in dict.fromkeys(status for _, status in events):
+            ids = [request_id for request_id, st in events if st == status]
+            done.update((request_id, status) for request_id in
+                        conn.execute(_EVENTS_DONE, {"ids": ids, "st": status}).scalars())
+        new = [{"request_id": request_id, "status": status, "message": message, "at": at}
+               for (request_id, status), (message, at) in events.items()
+               if (request_id, status) not in done]
+        if new:
+            conn.execute(_INSERT_EVENTS, new)
 
     # internals ---------------------------------------------------------------------------
 
