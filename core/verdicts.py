@@ -30,7 +30,7 @@ from core.checksums import describe_upload, served_name
 from core.consumer import MalformedMessage
 from core.settings import Settings
 from db import OPEN_FOR_VERDICT, VERDICT_STATUS, Database, OutboxItem, as_utc, utcnow
-from storage import Storage
+from storage import Storage, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -107,13 +107,17 @@ class VerdictHandler:
         self.storage = storage
         self.database = database
         self._on_recorded = on_recorded
+        # when (time.monotonic()) a validator's verdict last found the storage unavailable
+        self.storage_failed_at: float | None = None
 
     def __call__(self, data: dict[str, Any], message: Message | None = None) -> None:
         self.handle_batch([data])
 
-    def handle_batch(self, batch: Sequence[dict[str, Any]]) -> None:
+    def handle_batch(self, batch: Sequence[dict[str, Any]], received: bool = True) -> None:
         """Handle verdicts in order. ``MalformedMessage`` if any is malformed (before any
-        side effect: the consumer loop then handles them one by one)."""
+        side effect: the consumer loop then handles them one by one). ``received``: the
+        verdicts came from a validator (not the timeout sweeper), so while the storage is
+        unavailable their uploads' timelines say they wait for it."""
         verdicts = [(*parse_verdict(data), data) for data in batch]
         uploads = self.database.get_uploads([request_id for request_id, *_ in verdicts])
         todo: list[list[Any]] = []
@@ -125,7 +129,23 @@ class VerdictHandler:
                 # a second verdict for it in this batch sees it decided (or handed off)
                 uploads[request_id] = {**upload, "status": VERDICT_STATUS[verdict]}
         if todo:
-            self._apply(todo)
+            try:
+                self._apply(todo)
+            except StorageUnavailable as exc:
+                if received:
+                    self.storage_failed_at = time.monotonic()
+                    self._waiting([upload["request_id"] for upload, *_ in todo], exc)
+                raise
+
+    def _waiting(self, request_ids: list[str], cause: StorageUnavailable) -> None:
+        """The verdicts are retried by the consumer loop until the storage is back (a
+        transient failure); the timelines say why they are not applied yet."""
+        try:
+            self.database.record_waiting(
+                request_ids, f"verdict received; waiting for the storage ({cause})")
+        except Exception as exc:  # noqa: BLE001 - the retry matters, not the note
+            logger.warning("could not note %d verdicts waiting for the storage: %s",
+                           len(request_ids), exc)
 
     def _open_for(self, upload: dict[str, Any] | None, request_id: str, verdict: str) -> bool:
         if upload is None:
@@ -193,10 +213,17 @@ class VerdictHandler:
         return request_id, verdict, reason, details, messages
 
 
+# Seconds after a validator's verdict last found the storage unavailable during which the
+# timeout sweeper rejects nothing: the consumer retries at most 10 s apart, then the
+# verdicts queued behind need a moment to be applied.
+STORAGE_PAUSE = 15.0
+
+
 class TimeoutSweeper:
     """Rejects, with reason ``timeout``, payloads that got no verdict within
     ``VALIDATION_TIMEOUT`` seconds (handed-off payloads belong to their validator and are
-    left alone). It goes through the verdict path, so a verdict arriving later is a
+    left alone; so are payloads whose verdict came and waits for the storage, and while
+    verdicts wait for it, nothing is rejected). It goes through the verdict path, so a verdict arriving later is a
     duplicate: logged and ignored."""
 
     def __init__(self, handler: VerdictHandler, timeout: int) -> None:
@@ -223,13 +250,19 @@ class TimeoutSweeper:
                 logger.exception("timeout sweep failed")
 
     def sweep(self) -> int:
+        failed_at = self.handler.storage_failed_at
+        if failed_at is not None and time.monotonic() - failed_at < STORAGE_PAUSE:
+            # verdicts wait for the storage (and more may be queued behind them): a
+            # timeout now would reject payloads whose verdict is on its way
+            logger.info("timeouts paused: verdicts are waiting for the storage")
+            return 0
         cutoff = utcnow() - dt.timedelta(seconds=self.timeout)
         overdue = self.handler.database.overdue(cutoff)
         for request_id in overdue:
             logger.warning("request_id=%s no verdict within %ds; rejecting", request_id,
                            self.timeout)
-            self.handler({"request_id": request_id, "validation": "failure",
-                          "reason": "timeout"})
+            self.handler.handle_batch([{"request_id": request_id, "validation": "failure",
+                                        "reason": "timeout"}], received=False)
             upload = self.handler.database.get_upload(request_id)
             if upload and upload["status"] == "rejected" and upload["reason"] == "timeout":
                 metrics.VALIDATION_TIMEOUTS.labels(upload["service"]).inc()

@@ -74,6 +74,8 @@ _GET_UPLOAD = select(uploads).where(uploads.c.request_id == bindparam("rid"))
 _UPLOAD_EXISTS = select(uploads.c.request_id).where(uploads.c.request_id == bindparam("rid"))
 _UPLOADS_BY_IDS = select(uploads).where(uploads.c.request_id.in_(_IDS))
 _INSERT_UPLOADS = insert(uploads)
+# a timeline event, not a status: a verdict came in and waits for the storage
+WAITING = "waiting"
 _INSERT_EVENTS = insert(upload_events)
 _EVENT_EXISTS = (
     select(upload_events.c.id)
@@ -341,11 +343,15 @@ class Database(OutboxQueries, TusQueries, CleanupFence):
         return dict(record) if record else None
 
     def overdue(self, older_than: dt.datetime, limit: int = 500) -> list[str]:
-        """Request ids still waiting for a first verdict since before ``older_than``."""
+        """Request ids still waiting for a first verdict since before ``older_than`` (not
+        those whose verdict came and waits to be applied: ``record_waiting``)."""
         query = (
             select(uploads.c.request_id)
             .where(uploads.c.status.in_(("stored", "announced")))
             .where(uploads.c.created_at < older_than)
+            .where(~select(upload_events.c.request_id)
+                   .where(upload_events.c.request_id == uploads.c.request_id)
+                   .where(upload_events.c.status == WAITING).exists())
             .order_by(uploads.c.created_at)
             .limit(limit)
         )
@@ -356,6 +362,14 @@ class Database(OutboxQueries, TusQueries, CleanupFence):
         """Record a non-verdict status (announced, available). False if already recorded."""
         with self._begin() as conn:
             return self._advance(conn, request_id, status, message)
+
+    def record_waiting(self, request_ids: Sequence[str], message: str) -> None:
+        """Add a ``waiting`` event (once) to the timelines of uploads whose verdict came
+        in and cannot be applied yet (the storage is unavailable); their status stays as
+        it is, and the timeout sweeper leaves them to the verdict (``overdue``)."""
+        with self._begin() as conn:
+            self._events(conn, {(request_id, WAITING): (message, utcnow())
+                                for request_id in request_ids})
 
     def apply_verdict(
         self,

@@ -48,7 +48,11 @@ INCOMPLETE_DIR = ".incomplete"
 # Small writes are gathered up to this size before a system call; larger ones go straight
 # to the file, so a 1 GiB body costs one copy and no per-write fsync.
 WRITE_BUFFER = 1024 * 1024
-UNAVAILABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+# Disk-level failures an operator can end (a full or read-only disk, a directory made
+# unwritable or immutable: EACCES, EPERM): the storage is unavailable, and what needs it
+# (an upload, a verdict's move) waits or answers 503 instead of failing for good.
+UNAVAILABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO,
+                                errno.EACCES, errno.EPERM})
 # Write-behind: every WRITE_BEHIND bytes the kernel is asked to start writing the range
 # out (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``), so the disk works while the body
 # still arrives and the fsync at commit finds little left to do (1 GiB here: write + fsync

@@ -169,7 +169,7 @@ SPEC: dict[str, Any] = {
             "checksums": {"type": "object", "properties": {"sha256": {"type": "string"}}},
             "timeline": {"type": "array", "items": {
                 "type": "object", "required": ["status", "at"], "properties": {
-                    "status": {"type": "string", "enum": _STATUSES},
+                    "status": {"type": "string", "enum": [*_STATUSES, "waiting"]},
                     "message": {"type": "string", "nullable": True},
                     "at": {"type": "string", "format": "date-time"}}}}}},
         "Accepted": {"type": "object", "properties": {

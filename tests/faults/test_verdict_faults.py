@@ -93,3 +93,47 @@ def test_s3_cut_while_validating_delays_but_rejects_nothing(tmp_path: Path,
         if validator is not None:
             assert validator.stop() == 0
         assert gateway.stop() == 0
+
+
+def _chattr(flag: str, path: Path) -> bool:
+    done = subprocess.run(["chattr", flag, str(path)], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+@pytest.mark.timeout(180)
+def test_perm_unwritable_while_applying_a_verdict_delays_but_rejects_nothing(
+        tmp_path: Path) -> None:
+    """Issue 10 item 4: the perm directory cannot be written (immutable: EPERM even for
+    root) for longer than the old five attempts (~3 s) and than VALIDATION_TIMEOUT. The
+    validator's success verdicts wait, the timelines say so, the timeout sweeper leaves
+    them alone, and once the directory is writable again every payload is available.
+    Before: the verdicts were given up after five attempts and the sweeper rejected the
+    payloads (timeout)."""
+    work = tmp_path / "work"
+    perm = work / "upload-perm"
+    gateway = Gateway({"WORKDIR": str(work), "VALIDATION_TIMEOUT": "4"}).start()
+    try:
+        perm.mkdir(parents=True, exist_ok=True)
+        if not _chattr("+i", perm):
+            pytest.skip("chattr +i is not supported on this file system")
+        try:
+            ids = []
+            for n in range(3):
+                code, answer = gateway.upload(os.urandom(1000 + n))
+                assert code == 202, answer
+                ids.append(answer["request_id"])
+
+            def waiting() -> bool:  # the first verdicts wait; the others queue behind
+                return any(e["status"] == "waiting" for e in gateway.status(ids[0])["timeline"])
+            assert wait_for(waiting, timeout=60), [gateway.status(r) for r in ids]
+            time.sleep(6)  # past VALIDATION_TIMEOUT and past the old retry budget
+            assert {gateway.status(r)["status"] for r in ids} == {"announced"}, [
+                gateway.status(r) for r in ids]
+        finally:
+            assert _chattr("-i", perm)
+        assert wait_for(lambda: {gateway.status(r)["status"] for r in ids} == {"available"},
+                        timeout=60), [gateway.status(r) for r in ids]
+        waiting = [e for e in gateway.status(ids[0])["timeline"] if e["status"] == "waiting"]
+        assert len(waiting) == 1 and "storage" in waiting[0]["message"], waiting
+    finally:
+        assert gateway.stop() == 0
