@@ -25,7 +25,7 @@ from tornado.web import stream_request_body
 
 from areas import store
 from areas.names import declared_checksums
-from areas.web import AreaHandler, area_id_of, checked_name
+from areas.web import AreaHandler, StreamedBody, area_id_of, checked_name
 from storage import AREAS_PREFIX, ObjectWriter, new_object_key
 from upload.errors import ApiError
 
@@ -99,7 +99,7 @@ class UnlockResource(LockResource):
 
 
 @stream_request_body
-class FileResource(AreaHandler):
+class FileResource(AreaHandler, StreamedBody):
     def initialize(self, services: Any) -> None:
         super().initialize(services)
         self.writer: ObjectWriter | None = None
@@ -176,22 +176,3 @@ class FileResource(AreaHandler):
             self.set_header("Connection", "close")
         super().write_error(status_code, **kwargs)
 
-    async def _fail(self, error: ApiError) -> None:
-        self.failed = True
-        await self._abort()
-        self.send_error(error.status_code, exc_info=(type(error), error, None))
-
-    async def _abort(self) -> None:
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            await self.run(writer.abort)
-
-    def on_connection_close(self) -> None:
-        super().on_connection_close()
-        if self.writer is not None:
-            self.failed = True
-            self.services.spawn(self._abort())
-
-    def on_finish(self) -> None:
-        if self.writer is not None:
-            self.services.spawn(self._abort())

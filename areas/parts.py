@@ -9,26 +9,20 @@ aborted. The body is streamed to disk (one chunk in flight), never held in memor
 """
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from tornado.web import stream_request_body
 
+from areas.web import StreamedBody
 from core.signing import DIRECT_PREFIX, verify_part
 from storage.direct import MAX_PARTS, PartWriter, gateway_parts
-from upload.base import ApiHandler
 from upload.errors import ApiError
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-
 @stream_request_body
-class PartHandler(ApiHandler):
+class PartHandler(StreamedBody):
     scope = "public"  # the URL's signature is the credential (see auth/web.py)
 
     def initialize(self, services: Any) -> None:
@@ -42,10 +36,6 @@ class PartHandler(ApiHandler):
         self.received = 0
         self.failed = False
         self.request_id = "-"
-
-    async def run(self, func: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.services.executor, functools.partial(func, *args))
 
     async def prepare(self) -> None:
         self.check_method()
@@ -102,25 +92,6 @@ class PartHandler(ApiHandler):
         self.set_header("ETag", writer.etag)
         self.finish()
 
-    async def _fail(self, error: ApiError) -> None:
-        self.failed = True
-        await self._abort()
-        self.send_error(error.status_code, exc_info=(type(error), error, None))
-
-    async def _abort(self) -> None:
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            await self.run(writer.abort)
-
-    def on_connection_close(self) -> None:
-        super().on_connection_close()
-        if self.writer is not None:
-            self.failed = True
-            self.services.spawn(self._abort())
-
-    def on_finish(self) -> None:
-        if self.writer is not None:  # refused before the body (an error in prepare)
-            self.services.spawn(self._abort())
 
 
 def routes(services: Any) -> list[Any]:

@@ -7,7 +7,7 @@ import functools
 import json
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from areas.names import name_problem
 from areas.store import AreaError
@@ -19,6 +19,44 @@ T = TypeVar("T")
 
 AREA_ID = r"([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})"
 UUID = re.compile(AREA_ID)
+
+
+class Abortable(Protocol):
+    def abort(self) -> None: ...
+
+
+class StreamedBody(ApiHandler):
+    """A handler whose streamed body goes to a storage writer (``self.writer``, opened in
+    ``prepare``): a failure, a closed connection or a request refused before its body
+    aborts the writer, so nothing half-written stays. Subclasses set ``writer`` and
+    ``failed`` in ``initialize`` and run blocking calls through ``run``."""
+
+    writer: Abortable | None
+    failed: bool
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.services.executor, functools.partial(func, *args))
+
+    async def _fail(self, error: ApiError) -> None:
+        self.failed = True
+        await self._abort()
+        self.send_error(error.status_code, exc_info=(type(error), error, None))
+
+    async def _abort(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            await self.run(writer.abort)
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        if self.writer is not None:
+            self.failed = True
+            self.services.spawn(self._abort())
+
+    def on_finish(self) -> None:
+        if self.writer is not None:  # refused before the body (an error in prepare)
+            self.services.spawn(self._abort())
 
 
 class AreaHandler(ApiHandler):

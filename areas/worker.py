@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,6 +27,7 @@ from areas.validation import STALLED, SetValidator
 from bus import Message
 from core import metrics
 from core.consumer import ConsumerLoop, MalformedMessage
+from core.periodic import Periodic
 from core.services import Services
 from storage import AREAS_PREFIX, object_age
 from storage.direct import direct_uploads, object_tags, prefix_listing
@@ -148,7 +148,7 @@ class AreaWork:
             logger.info("area %s deleted (%d objects)", area_id, len(set(keys)))
 
 
-class UploadSweeper:
+class UploadSweeper(Periodic):
     """Every minute: validations whose worker died go back to ``scheduled`` with a new
     job (areas/validation.py); and abandoned direct uploads: one whose part URLs expired
     (``URL_EXPIRY``) an hour ago and that was never completed is aborted and forgotten;
@@ -158,29 +158,16 @@ class UploadSweeper:
 
     GRACE = 3600.0
 
+    name = "area-upload-sweeper"
+
     def __init__(self, services: Services, interval: float = 60.0) -> None:
+        super().__init__()
         self.services = services
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name="area-upload-sweeper",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.sweep_validations()
-                self.sweep()
-            except Exception:  # noqa: BLE001 - try again next round
-                logger.exception("area sweep failed")
+    def tick(self) -> None:
+        self.sweep_validations()
+        self.sweep()
 
     def sweep_validations(self, now: float | None = None) -> list[str]:
         now = time.time() if now is None else now

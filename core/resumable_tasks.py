@@ -23,11 +23,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-import threading
 import time
 from typing import Any
 
 from core.ingest import BLOCK
+from core.periodic import Periodic
 from core.resumable import Lease, LeaseLost, Resumable
 
 logger = logging.getLogger(__name__)
@@ -95,29 +95,19 @@ def _copy(resumable: Resumable, key: str, skip: int, session: Any) -> None:
         reader.close()
 
 
-class ResumableSweeper:
+class ResumableSweeper(Periodic):
+    name = "tus-sweeper"
+    join_timeout = 30.0
+
     def __init__(self, resumable: Resumable, interval: float = SWEEP_SECONDS) -> None:
+        super().__init__()
         self.resumable = resumable
         self.database = resumable.database
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tus-sweeper", daemon=True)
         self._passes = 0
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(30)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.sweep()
-            except Exception:  # noqa: BLE001 - the next pass tries again
-                logger.exception("tus sweeper pass failed")
+    def tick(self) -> None:
+        self.sweep()
 
     def sweep(self, now: dt.datetime | None = None) -> int:
         """One pass; returns how many uploads it acted on."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -28,6 +27,7 @@ from bus import Message, topics
 from core import metrics
 from core.checksums import describe_upload, served_name
 from core.consumer import MalformedMessage
+from core.periodic import Periodic
 from core.settings import Settings
 from db import OPEN_FOR_VERDICT, VERDICT_STATUS, Database, OutboxItem, as_utc, utcnow
 from storage import Storage, StorageUnavailable
@@ -219,35 +219,23 @@ class VerdictHandler:
 STORAGE_PAUSE = 15.0
 
 
-class TimeoutSweeper:
+class TimeoutSweeper(Periodic):
     """Rejects, with reason ``timeout``, payloads that got no verdict within
     ``VALIDATION_TIMEOUT`` seconds (handed-off payloads belong to their validator and are
     left alone; so are payloads whose verdict came and waits for the storage, and while
-    verdicts wait for it, nothing is rejected). It goes through the verdict path, so a verdict arriving later is a
-    duplicate: logged and ignored."""
+    verdicts wait for it, nothing is rejected). It goes through the verdict path, so a
+    verdict arriving later is a duplicate: logged and ignored."""
+
+    name = "timeout-sweeper"
 
     def __init__(self, handler: VerdictHandler, timeout: int) -> None:
+        super().__init__()
         self.handler = handler
         self.timeout = timeout
         self.interval = max(0.5, min(60.0, timeout / 4))
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name="timeout-sweeper", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.sweep()
-            except Exception:  # noqa: BLE001 - try again next round
-                logger.exception("timeout sweep failed")
+    def tick(self) -> None:
+        self.sweep()
 
     def sweep(self) -> int:
         failed_at = self.handler.storage_failed_at
