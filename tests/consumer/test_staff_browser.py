@@ -3,18 +3,24 @@
 announced, and watch the bundle appear. The test plays the watcher (HTTP uploads of
 ``assets`` payloads and the asset-transfer events) and answers the verdicts itself, so it
 does not depend on which validators ``all`` runs (a second verdict is a duplicate).
-A screenshot is saved as test-output/staff.png."""
+Screenshots are saved as test-output/staff.png and test-output/staff-*.png."""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import json
+import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -130,3 +136,228 @@ def test_staff_associates_and_watches_the_bundle_appear(gateway: Gateway) -> Non
     with zipfile.ZipFile(io.BytesIO(fetch(href))) as archive:
         assert archive.namelist() == sorted(files)
         assert {name: archive.read(name) for name in files} == files
+
+
+
+# Issue 13, the staff page: one gateway and one signed-in browser for the module, a case of
+# its own for each test, one test per item (each fails against the page before the fix).
+ZONE = "Asia/Kathmandu"  # +05:45: a local time that no UTC clock shows
+
+
+@dataclass
+class Staff:
+    gateway: Gateway
+    settings: Settings
+    page: Any
+    expect: Any
+    staff_key: dict[str, str]
+
+    def case(self, invalid: bool = False) -> tuple[str, dict[str, bytes]]:
+        """A new case: Step1 exported twice (same name, other bytes), Step2, and with
+        ``invalid`` a Step3 that failed validation; returns the case and Step1's exports."""
+        case = f"CASE{uuid.uuid4().hex[:6].upper()}"
+        def mesh(n: int) -> bytes:  # the content is the record's key: this case's own
+            return obj_mesh(n) + f"# {case}\n".encode()
+
+        exports = {f"re-{case}-{n}": mesh(n) for n in (1, 2)}
+        events = [transfer_event("created", f"{case}_Step1.obj", data, rid) for rid, data in exports.items()]
+        events.append(transfer_event("created", f"{case}_Step2.obj", mesh(3), f"s2-{case}"))
+        verdicts = []
+        if invalid:
+            bad = f"not an OBJ mesh {case}\n".encode()
+            code, answer = self.gateway.upload(bad, content_type=CONTENT_TYPE)
+            assert code == 202, answer
+            rid = answer["request_id"]
+            events.append(transfer_event("created", f"{case}_Step3.obj", bad, rid))
+            verdicts.append(OutMessage("platform.upload.validation", rid, json.dumps(
+                {"request_id": rid, "validation": "failure", "reason": "no vertices"}).encode()))
+        publish(self.settings, events)
+        if verdicts:
+            publish(self.settings, verdicts)
+        return case, exports
+
+    def show(self, case: str, count: int) -> Any:
+        """Open the page, search ``case``, wait for its ``count`` rows; returns the rows."""
+        self.page.goto(self.gateway.base + "/staff/")
+        self.page.fill("#case-number", case)
+        self.page.click("#search")
+        rows = self.page.locator("#transfers tbody tr")
+        self.expect(rows).to_have_count(count, timeout=30_000)
+        return rows
+
+    def row(self, name: str) -> Any:
+        return self.page.locator("#transfers tbody tr", has_text=name)
+
+    def shot(self, name: str) -> None:
+        path = ROOT / "test-output" / f"staff-{name}.png"
+        path.parent.mkdir(exist_ok=True)
+        self.page.screenshot(path=str(path), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def staff(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Staff]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.fail("/usr/bin/chromium is missing: apt-get install -y chromium")
+    gateway = Gateway({"WORKDIR": str(tmp_path_factory.mktemp("staff") / "work")}).start()
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM),
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            try:
+                page = browser.new_page(viewport={"width": 1300, "height": 1000}, locale="en-GB",
+                                        timezone_id=ZONE)
+                sign_in(page, gateway)
+                yield Staff(gateway, Settings.from_env(gateway.env), page, sync_api.expect,
+                            gateway.api_key("staff"))
+            finally:
+                browser.close()
+    finally:
+        gateway.stop()
+
+
+def api_post(gateway: Gateway, path: str, body: dict[str, Any], headers: dict[str, str]) -> int:
+    request = urllib.request.Request(gateway.base + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_staff_invalid_uuid_gets_the_pages_message_beside_the_field(staff: Staff) -> None:
+    page, expect = staff.page, staff.expect
+    page.goto(staff.gateway.base + "/staff/")
+    page.fill("#plan-uuid", "not-a-uuid")
+    page.click("#associate")
+    error = page.locator("#plan-uuid-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("is not a treatment plan uuid")
+    expect(error).to_contain_text("8-4-4-4-12")
+    expect(page.locator("#plan-uuid")).to_have_attribute("aria-invalid", "true")
+    staff.shot("bad-uuid")
+    page.fill("#plan-uuid", str(uuid.uuid4()))
+    expect(error).to_be_hidden()
+
+
+def test_staff_error_is_cleared_by_a_later_success(staff: Staff) -> None:
+    page, expect = staff.page, staff.expect
+    case, _ = staff.case()
+    page.goto(staff.gateway.base + "/staff/")
+    page.fill("#plan-uuid", str(uuid.uuid4()))
+    page.click("#associate")  # nothing selected
+    expect(page.locator("#message")).to_contain_text("Select at least one file")
+    page.fill("#case-number", case)
+    page.click("#search")
+    expect(page.locator("#transfers tbody tr")).to_have_count(3, timeout=30_000)
+    expect(page.locator("#message")).not_to_contain_text("Select at least one file")
+    expect(page.locator("#message")).not_to_have_class("error")
+
+
+def test_staff_case_is_in_the_url_and_survives_a_reload(staff: Staff) -> None:
+    page, expect = staff.page, staff.expect
+    case, _ = staff.case()
+    staff.show(case, 3)
+    assert f"case={case}" in page.url
+    page.reload()
+    expect(page.locator("#case-number")).to_have_value(case)
+    expect(page.locator("#transfers tbody tr")).to_have_count(3, timeout=30_000)
+
+
+def test_staff_reexported_file_rows_are_told_apart(staff: Staff) -> None:
+    case, exports = staff.case()
+    staff.show(case, 3)
+    twice = staff.row(f"{case}_Step1.obj")
+    staff.expect(twice).to_have_count(2)
+    for data in exports.values():
+        staff.expect(twice.filter(has_text=hashlib.sha1(data).hexdigest()[:8])).to_have_count(1)
+    staff.expect(twice.first).to_contain_text("export 1 of 2")
+    staff.expect(twice.nth(1)).to_contain_text("export 2 of 2")
+    staff.shot("re-export")
+
+
+def test_staff_timestamps_are_local_to_the_second_with_iso_in_the_title(staff: Staff) -> None:
+    case, _ = staff.case()
+    publish(staff.settings, [transfer_event("created", f"{case} stray.obj", case.encode(), f"x-{case}")])
+    staff.show(case, 3)
+    stamp = staff.row(f"{case}_Step2.obj").locator("time")
+    iso = stamp.get_attribute("title")
+    assert iso, "no ISO title on the received time"
+    local = dt.datetime.fromisoformat(iso).astimezone(ZoneInfo(ZONE))
+    text = stamp.text_content() or ""
+    assert local.strftime("%H:%M:%S") in text and local.strftime("%Y") in text, (text, iso)
+    assert "T" not in text and not re.search(r"\.\d{3,}", text), text
+    unmatched = staff.page.locator("#unmatched tbody tr", has_text=f"{case} stray.obj").locator("time")
+    staff.expect(unmatched).to_have_attribute("title", re.compile(r"^\d{4}-\d\d-\d\dT"))
+    staff.expect(unmatched).not_to_contain_text("T")
+
+
+def test_staff_rows_that_cannot_be_selected_say_why(staff: Staff) -> None:
+    case, _ = staff.case(invalid=True)
+    staff.show(case, 4)
+    invalid = staff.row(f"{case}_Step3.obj")
+    staff.expect(invalid).to_contain_text("invalid", timeout=30_000)
+    staff.expect(invalid.locator("input[type=checkbox]")).to_be_disabled()
+    staff.expect(invalid).to_have_attribute("title", re.compile("failed validation: no vertices"))
+    staff.expect(invalid.locator(".why")).to_have_text("failed validation")
+    staff.shot("why-not")
+
+
+def test_staff_select_all_ticks_the_selectable_rows(staff: Staff) -> None:
+    page, expect = staff.page, staff.expect
+    case, _ = staff.case(invalid=True)
+    staff.show(case, 4)
+    invalid = staff.row(f"{case}_Step3.obj")
+    expect(invalid.locator("input[type=checkbox]")).to_be_disabled(timeout=30_000)
+    page.check("#select-all")
+    expect(page.locator("#transfers tbody input:checked")).to_have_count(3)
+    expect(invalid.locator("input[type=checkbox]")).not_to_be_checked()
+    staff.shot("select-all")
+    page.uncheck("#select-all")
+    expect(page.locator("#transfers tbody input:checked")).to_have_count(0)
+
+
+def test_staff_conflict_names_the_file_and_refreshes_the_table(staff: Staff) -> None:
+    """Someone else associates Step2 with another plan just before this page does (the
+    route runs their request first): the 409 names the file and the table shows it."""
+    page, expect = staff.page, staff.expect
+    case, _ = staff.case()
+    staff.show(case, 3)
+    second = staff.row(f"{case}_Step2.obj")
+    step2_id = int(second.get_attribute("data-id") or 0)
+    plan_a, plan_b = str(uuid.uuid4()), str(uuid.uuid4())
+    answers: list[int] = []
+
+    def other_staff_first(route: Any) -> None:
+        answers.append(api_post(staff.gateway, f"/api/v1/treatment-plans/{plan_b}/asset-transfers",
+                                {"transfer_ids": [step2_id]}, staff.staff_key))
+        route.continue_()
+
+    page.route(f"**/treatment-plans/{plan_a}/asset-transfers", other_staff_first)
+    try:
+        second.locator("input[type=checkbox]").check()
+        page.fill("#plan-uuid", plan_a)
+        page.click("#associate")
+        message = page.locator("#message")
+        expect(message).to_contain_text("already associated", timeout=30_000)
+        assert answers == [200]
+        expect(message).to_contain_text(f"{case}_Step2.obj")
+        expect(message).not_to_contain_text("asset transfer")
+        expect(second).to_contain_text(plan_b)
+        expect(second.locator("input[type=checkbox]")).to_be_disabled()
+        expect(second).to_have_attribute("title", re.compile("already associated"))
+        staff.shot("conflict")
+    finally:
+        page.unroute(f"**/treatment-plans/{plan_a}/asset-transfers")
+
+
+def test_staff_page_refreshes_by_itself(staff: Staff) -> None:
+    case, _ = staff.case()
+    rows = staff.show(case, 3)
+    fourth = transfer_event("created", f"{case}_Step4.obj", obj_mesh(4) + case.encode(), f"s4-{case}")
+    publish(staff.settings, [fourth])
+    staff.expect(rows).to_have_count(4, timeout=30_000)
+    staff.expect(staff.row(f"{case}_Step4.obj")).to_contain_text("created")
+    staff.shot("refreshed")
