@@ -344,7 +344,7 @@ async function refresh() {
   $("refreshed-at").replaceWith(Object.assign(timeElement(new Date().toISOString()), { id: "refreshed-at" }));
 }
 
-// One refresh every POLL_MS while a case or a plan is shown (a plan until it is bundled).
+// One refresh every POLL_MS while a case or a plan is shown (the case, the plan, unmatched files).
 function schedule() {
   clearTimeout(pollTimer);
   if (!shownCase && !shownPlan) return;
