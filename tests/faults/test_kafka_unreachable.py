@@ -3,7 +3,9 @@ nothing listens. The outage is logged once, then periodically; librdkafka's conn
 failures are rate-limited; health answers within 100 ms, naming the bus."""
 from __future__ import annotations
 
+import collections
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -61,8 +63,14 @@ def test_unreachable_kafka_logs_the_outage_quietly_and_health_answers_fast(
     lines = gateway.log.read_text().splitlines()
     librdkafka = [line for line in lines if "Connect to" in line]
     # every client (producers, consumers, admin) fails to connect many times a second: at
-    # most one line per kind a minute gets through
-    assert 1 <= len(librdkafka) <= 6, "\n".join(librdkafka)
+    # most one line per kind a minute gets through, in each process python app.py runs
+    # (gateway, validators, bundler, checksummer: their lines are tagged name[pid])
+    per_process = collections.Counter(re.findall(r" (\w+\[\d+\]) ", line)[0] for line in librdkafka)
+    assert librdkafka and max(per_process.values()) <= 6, "\n".join(librdkafka)
     outage = [line for line in lines if "bus unavailable" in line]
-    assert len(outage) == 1 and "outbox holds" in outage[0], "\n".join(outage)
-    assert len(lines) < 60, "\n".join(lines)
+    # once per process (each has its own background check), with the outbox depth
+    processes = [re.findall(r" (\w+\[\d+\]) ", line)[0] for line in outage]
+    assert outage and len(set(processes)) == len(processes), "\n".join(outage)
+    assert all("outbox holds" in line for line in outage), "\n".join(outage)
+    # four processes' start-up included; before the fix about 860 lines in 8 s
+    assert len(lines) < 120, "\n".join(lines)

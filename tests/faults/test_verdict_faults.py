@@ -123,9 +123,9 @@ def test_perm_unwritable_while_applying_a_verdict_delays_but_rejects_nothing(
                 assert code == 202, answer
                 ids.append(answer["request_id"])
 
-            def waiting() -> bool:  # the first verdicts wait; the others queue behind
+            def first_waits() -> bool:  # the first verdicts wait; the others queue behind
                 return any(e["status"] == "waiting" for e in gateway.status(ids[0])["timeline"])
-            assert wait_for(waiting, timeout=60), [gateway.status(r) for r in ids]
+            assert wait_for(first_waits, timeout=60), [gateway.status(r) for r in ids]
             time.sleep(6)  # past VALIDATION_TIMEOUT and past the old retry budget
             assert {gateway.status(r)["status"] for r in ids} == {"announced"}, [
                 gateway.status(r) for r in ids]
