@@ -106,6 +106,9 @@ def test_staff_associates_and_watches_the_bundle_appear(gateway: Gateway) -> Non
             sign_in(page, gateway)
             unmatched = page.locator("#unmatched tbody tr", has_text=f"{case} export.obj")
             sync_api.expect(unmatched).to_contain_text("does not match")
+            # the expected name in words with an example, not the raw regular expression
+            sync_api.expect(unmatched).to_contain_text("for example C12345_Step1.obj")
+            sync_api.expect(unmatched).not_to_contain_text("(?P<")
             page.fill("#case-number", case)
             page.click("#search")
             rows = page.locator("#transfers tbody tr")
