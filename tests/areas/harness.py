@@ -13,6 +13,16 @@ import requests
 from tests.e2e import Gateway
 
 
+def real_env(work: str, kafka_bootstrap: str, moto_server: str, pg_url: str) -> dict[str, str]:
+    """A gateway's variables on the mock Kafka cluster, moto (buckets of its own) and the
+    session's PostgreSQL database."""
+    suffix = uuid.uuid4().hex[:10]
+    return {"WORKDIR": work, "KAFKAMQ": kafka_bootstrap,
+            "STORAGE_DRIVER": "s3", "S3_ENDPOINT_URL": moto_server,
+            "S3_QUARANTINE": f"q-{suffix}", "S3_PERM": f"p-{suffix}", "S3_REJECT": f"r-{suffix}",
+            "DATABASE_URL": pg_url}
+
+
 def sums(data: bytes) -> dict[str, str]:
     return {"sha256": hashlib.sha256(data).hexdigest(),
             "sha1": hashlib.sha1(data).hexdigest(),  # noqa: S324

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import requests
 from areas.jobs import TOPICS
 from bus.topics import all_topics
 from core.settings import Settings
-from tests.areas.harness import Areas, by_name, sums
+from tests.areas.harness import Areas, by_name, real_env, sums
 from tests.e2e import Gateway
 
 MB = 1_000_000
@@ -120,27 +119,23 @@ def test_direct_upload_on_localdisk(tmp_path: Path) -> None:
 def test_direct_upload_on_kafka_s3_postgres(tmp_path: Path, kafka_bootstrap: str,
                                             kafka_topics: Any, moto_server: str,
                                             pg_url: str) -> None:
-    suffix = uuid.uuid4().hex[:10]
-    env = {"WORKDIR": str(tmp_path / "work"), "KAFKAMQ": kafka_bootstrap,
-           "STORAGE_DRIVER": "s3", "S3_ENDPOINT_URL": moto_server,
-           "S3_QUARANTINE": f"q-{suffix}", "S3_PERM": f"p-{suffix}", "S3_REJECT": f"r-{suffix}",
-           "DATABASE_URL": pg_url}
+    env = real_env(str(tmp_path / "work"), kafka_bootstrap, moto_server, pg_url)
     kafka_topics(all_topics(Settings.from_env(env)) + list(TOPICS))
     gateway = Gateway(env).start()
     try:
         areas = Areas(gateway)
         area_id, files, found = three_files_one_wrong(areas)
         s3 = boto3.client("s3", endpoint_url=moto_server)
-        listed = s3.list_objects_v2(Bucket=f"q-{suffix}", Prefix=f"areas/{area_id}/")
+        listed = s3.list_objects_v2(Bucket=env["S3_QUARANTINE"], Prefix=f"areas/{area_id}/")
         assert len(listed["Contents"]) == 3
         for item in listed["Contents"]:
             tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(
-                Bucket=f"q-{suffix}", Key=item["Key"])["TagSet"]}
+                Bucket=env["S3_QUARANTINE"], Key=item["Key"])["TagSet"]}
             assert item["ETag"].strip('"') == tags["s3_etag"]
             assert tags["sha256"] in {f["checksums"]["sha256"] for f in found.values()}
         assert areas.call("DELETE", areas.url(area_id))[0] == 202
         areas.wait(area_id, lambda a: a["state"] == "deleted")
-        assert s3.list_objects_v2(Bucket=f"q-{suffix}", Prefix=f"areas/{area_id}/")[
+        assert s3.list_objects_v2(Bucket=env["S3_QUARANTINE"], Prefix=f"areas/{area_id}/")[
             "KeyCount"] == 0
     finally:
         assert gateway.stop() == 0

@@ -21,7 +21,7 @@ from areas.jobs import AREA_EVENTS, TOPICS
 from bus import get_bus
 from bus.topics import AVAILABLE, all_topics
 from core.settings import Settings
-from tests.areas.harness import Areas, by_name, sums
+from tests.areas.harness import Areas, by_name, real_env, sums
 from tests.e2e import Gateway, messages_for
 
 VALIDATOR = '''
@@ -183,11 +183,8 @@ def test_validate_and_submit_embedded(tmp_path: Path) -> None:
 def test_validate_and_submit_on_kafka_s3_postgres(tmp_path: Path, kafka_bootstrap: str,
                                                   kafka_topics: Any, moto_server: str,
                                                   pg_url: str) -> None:
-    suffix = uuid.uuid4().hex[:10]
-    env = {"WORKDIR": str(tmp_path / "work"), "KAFKAMQ": kafka_bootstrap,
-           "STORAGE_DRIVER": "s3", "S3_ENDPOINT_URL": moto_server,
-           "S3_QUARANTINE": f"q-{suffix}", "S3_PERM": f"p-{suffix}", "S3_REJECT": f"r-{suffix}",
-           "DATABASE_URL": pg_url, **validator_env(tmp_path)}
+    env = {**real_env(str(tmp_path / "work"), kafka_bootstrap, moto_server, pg_url),
+           **validator_env(tmp_path)}
     kafka_topics(all_topics(Settings.from_env(env)) + list(TOPICS))
     gateway = Gateway(env).start()
     try:
