@@ -47,12 +47,9 @@ def _field(data: dict[str, Any], name: str, kind: type) -> Any:
 class Checksummer:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.hashers = ThreadPoolExecutor(3, thread_name_prefix="checksum")
-        self.reader = ThreadPoolExecutor(1, thread_name_prefix="checksum-read")
 
     def close(self) -> None:
-        self.hashers.shutdown(wait=False)
-        self.reader.shutdown(wait=False)
+        pass
 
     def __call__(self, data: dict[str, Any], message: Message | None = None) -> None:
         if data.get("type") != "checksum":
@@ -71,7 +68,7 @@ class Checksummer:
         started = time.monotonic()
         try:
             with self.services.storage.open_reader("quarantine", key) as stream:
-                checksums, size = checksum_stream(stream, part_size, self.hashers, self.reader)
+                checksums, size = checksum_stream(stream, part_size)
         except FileNotFoundError:
             logger.info("area %s: %s v%d is gone (deleted or replaced); skipped", area_id,
                         name, version)

@@ -1,27 +1,32 @@
 """Upload areas (issue 17): 10 × 100 MB staged directly to S3 (moto server on loopback, in
 its own process) through the gateway's direct-upload capability (presigned UploadPart
 URLs, 16 MiB parts, PUT with requests), then checksummed as the checksum workers do
-(areas/checksums.py: sha1, sha256, crc32c and the S3 ETag in one pass, three hashing
-threads, the next block read meanwhile). Baseline of the same run: sha256 alone over the
-same bytes, read the same way. Also the same two figures over bytes in memory (the CPU
-alone). Target: checksum throughput ≥ 0.6 × sha256 alone.
+(areas/checksums.py: sha1, sha256, crc32c and the S3 ETag in one pass, read in this
+thread, hashed on lanes). Baseline of the same run: sha256 alone over the same objects,
+read the same way (``hash_stream``, sha256 on one lane). Rounds interleaved; each prints
+its figures and the CPU they took (this process, moto's), in ns per byte; then the best
+of each, the ratio per round, the ceiling that the checksums' CPU on these cores sets,
+and each hash's cost alone in memory. Target: checksum throughput ≥ 0.6 × sha256 alone.
 
-    python bench/areas.py [--files 10] [--size-mb 100] [--rounds 2]
+    python bench/areas.py [--files 10] [--size-mb 100] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
 
+import crc32c
 import requests
 from common import ROOT, banner, free_port, remove_workdir, temp_workdir
 
-from areas.checksums import FileChecksums, checksum_stream, read_block
+from areas.checksums import checksum_stream, hash_stream
 from core.settings import Settings
 from storage import get_storage
 from storage.direct import direct_uploads, part_count, part_size_for
@@ -50,47 +55,67 @@ def stage(storage: object, key: str, data: bytes, session: requests.Session) -> 
     return part_size
 
 
-def sha256_alone(storage, keys: list[str], reader: ThreadPoolExecutor) -> float:  # type: ignore[no-untyped-def]
-    """Seconds to read every object and sha256 it (the next block read meanwhile)."""
+def ns(seconds: float, size: int) -> str:
+    return f"{seconds * 1e9 / size:.2f}"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(run: Callable[[], None], moto: int) -> tuple[float, float, float]:
+    """Wall seconds, this process's CPU seconds and moto's, of ``run()``."""
+    mine, theirs = cpu_seconds(os.getpid()), cpu_seconds(moto)
     started = time.perf_counter()
+    run()
+    return (time.perf_counter() - started, cpu_seconds(os.getpid()) - mine,
+            cpu_seconds(moto) - theirs)
+
+
+def sha256_alone(storage: Any, keys: list[str]) -> None:
+    """sha256 of every object, read by the same reader as the checksums (hash_stream:
+    read in this thread, hashed on a lane of its own)."""
+    for key in keys:
+        digest = hashlib.sha256()
+
+        def feed(part: int, block: bytes, digest: Any = digest) -> None:
+            digest.update(block)
+        with storage.open_reader("quarantine", key) as stream:
+            hash_stream(stream, [feed])
+
+
+def checksummed(storage: Any, keys: list[str], part_size: int) -> None:
     for key in keys:
         with storage.open_reader("quarantine", key) as stream:
-            digest = hashlib.sha256()
-            pending = reader.submit(read_block, stream)
-            while block := pending.result():
-                pending = reader.submit(read_block, stream)
-                digest.update(block)
-    return time.perf_counter() - started
+            checksum_stream(stream, part_size)
 
 
-def checksummed(storage, keys: list[str], part_size: int, hashers: ThreadPoolExecutor,  # type: ignore[no-untyped-def]
-                reader: ThreadPoolExecutor) -> float:
-    started = time.perf_counter()
-    for key in keys:
-        with storage.open_reader("quarantine", key) as stream:
-            checksum_stream(stream, part_size, hashers, reader)
-    return time.perf_counter() - started
-
-
-def in_memory(data: bytes, part_size: int, hashers: ThreadPoolExecutor) -> tuple[float, float]:
-    block = 8 * MiB
-    started = time.perf_counter()
-    digest = hashlib.sha256()
+def per_hash(data: bytes, part_size: int) -> dict[str, float]:
+    """ns per byte of each hash alone on one thread, and of checksum_stream, in memory."""
+    view, block, costs = memoryview(data), 8 * MiB, {}
+    for name in ("sha256", "sha1", "md5"):
+        digest = hashlib.new(name)
+        started = time.perf_counter()
+        for i in range(0, len(data), block):
+            digest.update(view[i:i + block])
+        costs[name] = (time.perf_counter() - started) * 1e9 / len(data)
+    started, crc = time.perf_counter(), 0
     for i in range(0, len(data), block):
-        digest.update(data[i:i + block])
-    alone = time.perf_counter() - started
+        crc = crc32c.crc32c(view[i:i + block], crc)
+    costs["crc32c"] = (time.perf_counter() - started) * 1e9 / len(data)
     started = time.perf_counter()
-    sums = FileChecksums(part_size)
-    for i in range(0, len(data), block):
-        sums.update(data[i:i + block], hashers)
-    return alone, time.perf_counter() - started
+    checksum_stream(io.BytesIO(data), part_size)
+    costs["checksum_stream"] = (time.perf_counter() - started) * 1e9 / len(data)
+    return costs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--size-mb", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     total = args.files * args.size_mb * MB
     banner(f"upload areas: {args.files} × {args.size_mb} MB staged directly to moto, "
@@ -102,8 +127,6 @@ def main() -> None:
                             env={**os.environ, **CREDS})
     assert moto.stdout is not None and moto.stdout.readline().startswith("ready")
     os.environ.update(CREDS)
-    hashers = ThreadPoolExecutor(3)
-    reader = ThreadPoolExecutor(1)
     try:
         settings = Settings.from_env({"WORKDIR": str(workdir), "STORAGE_DRIVER": "s3",
                                       "S3_ENDPOINT_URL": f"http://127.0.0.1:{port}"})
@@ -121,22 +144,37 @@ def main() -> None:
         staged = time.perf_counter() - started
         print(f"staged: {total / MB:.0f} MB in {staged:.1f} s ({total / MB / staged:.0f} MB/s), "
               f"parts of {part_size // MiB} MiB")
-        alone_s, sums_s = [], []
-        for _ in range(args.rounds):  # interleaved, best of each: a shared machine drifts
-            alone_s.append(sha256_alone(storage, keys, reader))
-            sums_s.append(checksummed(storage, keys, part_size, hashers, reader))
-        alone, sums = total / MB / min(alone_s), total / MB / min(sums_s)
-        print(f"via moto:  sha256 alone {alone:.0f} MB/s; sha1+sha256+crc32c+ETag {sums:.0f} "
-              f"MB/s; ratio {sums / alone:.2f} (target >= 0.60)")
-        mem_alone, mem_sums = in_memory(base, part_size, hashers)
-        size = len(base) / MB
-        print(f"in memory: sha256 alone {size / mem_alone:.0f} MB/s; sha1+sha256+crc32c+ETag "
-              f"{size / mem_sums:.0f} MB/s; ratio {mem_alone / mem_sums:.2f} "
-              f"({os.cpu_count()} CPUs)")
+        cores = os.cpu_count() or 1
+        rounds: list[tuple[tuple[float, float, float], tuple[float, float, float]]] = []
+        for n in range(args.rounds):  # interleaved: a shared machine drifts
+            alone = timed(lambda: sha256_alone(storage, keys), moto.pid)
+            sums = timed(lambda: checksummed(storage, keys, part_size), moto.pid)
+            rounds.append((alone, sums))
+            print(f"round {n + 1}: sha256 alone {total / MB / alone[0]:.0f} MB/s "
+                  f"(CPU {ns(alone[1], total)} + moto {ns(alone[2], total)} ns/B); "
+                  f"sha1+sha256+crc32c+ETag {total / MB / sums[0]:.0f} MB/s "
+                  f"(CPU {ns(sums[1], total)} + moto {ns(sums[2], total)} ns/B); "
+                  f"ratio {alone[0] / sums[0]:.2f}", flush=True)
+        ratios = sorted(alone[0] / sums[0] for alone, sums in rounds)
+        best_alone = min(alone for alone, _ in rounds)
+        best_sums = min(sums for _, sums in rounds)
+        print(f"via moto:  sha256 alone {total / MB / best_alone[0]:.0f} MB/s; "
+              f"sha1+sha256+crc32c+ETag {total / MB / best_sums[0]:.0f} MB/s (best of "
+              f"{args.rounds}); ratio {best_alone[0] / best_sums[0]:.2f}, per round "
+              f"{ratios[0]:.2f}-{ratios[-1]:.2f} (target >= 0.60)")
+        cpu = (best_sums[1] + best_sums[2]) / cores
+        print(f"ceiling:   the checksums' CPU (this process and moto, "
+              f"{ns(best_sums[1] + best_sums[2], total)} ns/B) spread on {cores} cores "
+              f"takes {cpu * 1e9 / total:.2f} ns/B: ratio at most "
+              f"{best_alone[0] / cpu:.2f} beside the best sha256 alone")
+        costs = per_hash(base, part_size)
+        print("in memory, one thread, ns/B: " + ", ".join(
+            f"{name} {cost:.2f}" for name, cost in costs.items() if name != "checksum_stream")
+            + f" (sum {sum(v for k, v in costs.items() if k != 'checksum_stream'):.2f}); "
+            f"checksum_stream {costs['checksum_stream']:.2f} ns/B wall, "
+            f"{costs['sha256'] / costs['checksum_stream']:.2f} x sha256 alone")
         storage.close()
     finally:
-        hashers.shutdown()
-        reader.shutdown()
         moto.terminate()
         moto.wait(10)
         remove_workdir(workdir)
