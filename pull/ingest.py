@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
 import shutil
 import tempfile
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 from sqlalchemy.exc import IntegrityError
 
 from core.assets import asset_events
-from core.ingest import BLOCK, Payload
+from core.ingest import BLOCK, Payload, PayloadWriter
 from core.services import Services
 from core.steps import Decryptor, Limits, Prepared, StepError, prepare
 from db import OutboxItem
@@ -53,6 +54,11 @@ def digest(path: Path) -> Digest:
             sha1.update(block)
             size += len(block)
     return Digest(sha256.hexdigest(), sha1.hexdigest(), size)
+
+
+def digest_bytes(data: bytes, sha1: bool) -> Digest:
+    return Digest(hashlib.sha256(data).hexdigest(),
+                  hashlib.sha1(data).hexdigest() if sha1 else "", len(data))  # noqa: S324
 
 
 def pull_request_id(provider: str, sha256: str) -> str:
@@ -84,31 +90,58 @@ class PullIngest:
     async def ingest(self, remote_path: str, downloaded: Downloaded) -> tuple[str, list[str]]:
         """Returns ``ingested`` (at least one payload stored) or ``duplicate``, and the
         payloads' request ids. ``StepError`` when the file cannot be processed."""
-        work: Path | None = None
+        if self.provider.steps:
+            return await self._ingest_steps(remote_path, downloaded.path)
+        self._check_size(downloaded.size)
+        found = Digest(downloaded.sha256, downloaded.sha1 or "", downloaded.size)
+        return await self._ingest_items(remote_path, [(Prepared(remote_path, downloaded.path),
+                                                       found)])
+
+    async def ingest_data(self, remote_path: str, data: bytes) -> tuple[str, list[str], str]:
+        """``ingest`` for a small file fetched whole into memory (``fetch_whole``): no
+        file of its own; its bytes are hashed in one trip to the pool and written to
+        quarantine from memory. Returns the file's sha256 too."""
+        found = await self._run(digest_bytes, data, self.needs_sha1())
+        if self.provider.steps:
+            outcome, request_ids = await self._ingest_steps(remote_path, data)
+            return outcome, request_ids, found.sha256
+        self._check_size(len(data))
+        outcome, request_ids = await self._ingest_items(
+            remote_path, [(Prepared(remote_path, io.BytesIO(data)), found)])
+        return outcome, request_ids, found.sha256
+
+    def _check_size(self, size: int) -> None:
+        if size > self.limits.max_bytes:
+            raise StepError("too_large", f"larger than MAX_LENGTH ({self.limits.max_bytes})")
+
+    async def _ingest_steps(self, remote_path: str, source: Path | bytes,
+                            ) -> tuple[str, list[str]]:
+        work = await self._run(self._work_dir)
         try:
-            if self.provider.steps:
-                work = await self._run(self._work_dir)
-                items = await self._run(self._prepare, downloaded.path, remote_path, work)
-            else:
-                if downloaded.size > self.limits.max_bytes:
-                    raise StepError("too_large", f"larger than MAX_LENGTH ({self.limits.max_bytes})")
-                items = [(Prepared(remote_path, downloaded.path),
-                          Digest(downloaded.sha256, downloaded.sha1 or "", downloaded.size))]
-            outcomes, request_ids = [], []
-            for item, found in items:
-                request_id = pull_request_id(self.provider.name, found.sha256)
-                outcomes.append(await self._one(item, found, request_id, remote_path))
-                request_ids.append(request_id)
-            return ("ingested" if "ingested" in outcomes else "duplicate"), request_ids
+            items = await self._run(self._prepare, source, remote_path, work)
+            return await self._ingest_items(remote_path, items)
         finally:
-            if work is not None:
-                await self._run(shutil.rmtree, work, True)
+            await self._run(shutil.rmtree, work, True)
+
+    async def _ingest_items(self, remote_path: str, items: list[tuple[Prepared, Digest]],
+                            ) -> tuple[str, list[str]]:
+        outcomes, request_ids = [], []
+        for item, found in items:
+            request_id = pull_request_id(self.provider.name, found.sha256)
+            outcomes.append(await self._one(item, found, request_id, remote_path))
+            request_ids.append(request_id)
+        return ("ingested" if "ingested" in outcomes else "duplicate"), request_ids
 
     def _work_dir(self) -> Path:
         self.work.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(dir=self.work))
 
-    def _prepare(self, source: Path, name: str, work: Path) -> list[tuple[Prepared, Digest]]:
+    def _prepare(self, source: Path | bytes, name: str, work: Path,
+                 ) -> list[tuple[Prepared, Digest]]:
+        if isinstance(source, bytes):  # the steps read files (gpg takes a descriptor)
+            fetched = work / "fetched"
+            fetched.write_bytes(source)
+            source = fetched
         prepared = prepare(source, name, self.provider.steps, work, self.limits, self.decryptor)
         found = [(item, digest(cast(Path, item.path))) for item in prepared]
         for item, item_digest in found:
@@ -138,7 +171,7 @@ class PullIngest:
         events = (asset_events(item.name, found.sha1, request_id)
                   if self.provider.service == ASSETS else [])
         try:
-            await self._store(payload, cast(Path, item.path), found.size, events)
+            await self._store(payload, item.path, found.size, events)
         except IntegrityError:
             if await self._run(database.get_upload, request_id) is None:
                 raise
@@ -153,21 +186,28 @@ class PullIngest:
         directory = self.provider.directory
         return remote_path if directory == "." else f"{directory.rstrip('/')}/{remote_path}"
 
-    async def _store(self, payload: Payload, path: Path, size: int,
+    async def _store(self, payload: Payload, source: Path | BinaryIO, size: int,
                      events: list[OutboxItem]) -> None:
         ingestor = self.services.ingestor
         writer = ingestor.open(payload)
         try:
-            handle = await self._run(open, path, "rb")
-            try:
-                if size <= BLOCK:
-                    await writer.write(await self._run(handle.read))
-                else:
-                    while block := await self._run(handle.read, BLOCK):
-                        await writer.write(block)
-            finally:
-                await self._run(handle.close)
+            if isinstance(source, io.BytesIO):  # in memory already: no trip to the pool
+                await writer.write(source.getvalue())
+            else:
+                await self._copy(source, size, writer)
         except BaseException:
             await writer.abort()
             raise
         await ingestor.finish(writer, messages=lambda _announcement: events)
+
+    async def _copy(self, source: Path | BinaryIO, size: int, writer: PayloadWriter) -> None:
+        handle = await self._run(open, source, "rb") if isinstance(source, Path) else source
+        try:
+            if size <= BLOCK:
+                await writer.write(await self._run(handle.read))
+            else:
+                while block := await self._run(handle.read, BLOCK):
+                    await writer.write(block)
+        finally:
+            if isinstance(source, Path):
+                await self._run(handle.close)

@@ -26,7 +26,8 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Awaitable, Callable
 
 from sqlalchemy.exc import DBAPIError
 
@@ -37,7 +38,7 @@ from core.steps import StepError
 from db import as_utc, utcnow
 from pull import store
 from pull.config import Provider
-from pull.download import Download
+from pull.download import Download, fetch_whole, fetch_whole_eligible
 from pull.ingest import PullIngest
 from pull.remote import Refused, RemoteFileError, ServerGone, Session
 from pull.store import FileRow
@@ -54,6 +55,43 @@ class LeaseLost(Exception):
     """Another puller holds the provider now: leave the job to it."""
 
 
+class Finishes:
+    """Group commit of files' final states: the workers' ``record`` calls that arrive
+    while a transaction runs share the next one (one commit, one fsync, for all of them).
+    Each caller still returns only once its own row is committed, so the order payload
+    durable → file recorded done holds for every file."""
+
+    def __init__(self, db: Callable[..., Awaitable[Any]]) -> None:
+        self._db = db
+        self._queued: list[tuple[int, dict[str, Any], asyncio.Future[None]]] = []
+        self._drain: asyncio.Task[None] | None = None
+
+    async def record(self, file_id: int, state: str, **fields: Any) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._queued.append((file_id, store.final_values(state, **fields), future))
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.get_running_loop().create_task(self._commit())
+        await future
+
+    async def _commit(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                await self._db(store.finish_files, [(i, values) for i, values, _ in batch])
+            except asyncio.CancelledError:
+                for _, _, future in batch + self._queued:
+                    future.cancel()
+                raise
+            except Exception as exc:  # noqa: BLE001 - every caller gets the failure
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+
+
 class JobRunner:
     def __init__(self, services: Services, provider: Provider, job_id: str,
                  alive: Callable[[], bool] = lambda: True) -> None:
@@ -67,6 +105,7 @@ class JobRunner:
         self.ingest = PullIngest(services, provider, work / "steps")
         self.progressed = False
         self._broken: BaseException | None = None
+        self.finishes = Finishes(self._db)
 
     async def _db(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -155,23 +194,27 @@ class JobRunner:
                 self._broken = self._broken or exc
 
     async def _file(self, session: Session, row: FileRow) -> None:
-        part = self.incomplete / f"{row.id}.part"
+        part: Path | None = None
         try:
             if not self.provider.steps and row.size > self.services.settings.max_length:
                 raise StepError("too_large", f"larger than MAX_LENGTH "
                                 f"({self.services.settings.max_length} bytes)")
-            downloaded = await Download(session, row, part, self.services.executor,
-                                        lambda offset: self._checkpoint(row, offset),
-                                        self.ingest.needs_sha1()).run()
-            outcome, request_ids = await self.ingest.ingest(row.path, downloaded)
+            if fetch_whole_eligible(row):
+                data = await fetch_whole(session, row)
+                outcome, request_ids, sha256 = await self.ingest.ingest_data(row.path, data)
+            else:
+                part = self.incomplete / f"{row.id}.part"
+                downloaded = await Download(session, row, part, self.services.executor,
+                                            lambda offset: self._checkpoint(row, offset),
+                                            self.ingest.needs_sha1()).run()
+                outcome, request_ids = await self.ingest.ingest(row.path, downloaded)
+                sha256 = downloaded.sha256
             disposal, message = await self._dispose(session, row)
-            await self._db(store.finish_file, row.id, outcome, sha256=downloaded.sha256,
-                           request_ids=request_ids, disposal=disposal, message=message,
-                           bytes_done=row.size)
+            await self.finishes.record(row.id, outcome, sha256=sha256, request_ids=request_ids,
+                                       disposal=disposal, message=message, bytes_done=row.size)
         except (StepError, RemoteFileError) as exc:
             state = "changed" if exc.code == "changed" else "failed"
-            await self._db(store.finish_file, row.id, state, error=exc.code,
-                           message=exc.message)
+            await self.finishes.record(row.id, state, error=exc.code, message=exc.message)
             logger.warning("job=%s provider=%s path=%s %s: %s", self.job_id, self.provider.name,
                            row.path, exc.code, exc.message)
             outcome = state
@@ -180,12 +223,13 @@ class JobRunner:
         except Exception as exc:  # noqa: BLE001 - one file's surprise must not stop the job
             logger.exception("job=%s provider=%s path=%s failed unexpectedly", self.job_id,
                              self.provider.name, row.path)
-            await self._db(store.finish_file, row.id, "failed", error="internal_error",
-                           message=type(exc).__name__)
+            await self.finishes.record(row.id, "failed", error="internal_error",
+                                       message=type(exc).__name__)
             outcome = "failed"
         self.progressed = True
-        await asyncio.get_running_loop().run_in_executor(
-            self.services.executor, lambda: part.unlink(missing_ok=True))
+        if part is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                self.services.executor, part.unlink, True)
         metrics.PULL_FILES.labels(self.provider.name, outcome).inc()
         metrics.PULL_BYTES.labels(self.provider.name, outcome).inc(row.size)
 

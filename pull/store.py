@@ -167,10 +167,10 @@ def checkpoint(engine: Engine, file_id: int, bytes_done: int) -> None:
             bytes_done=bytes_done, updated_at=utcnow()))
 
 
-def finish_file(engine: Engine, file_id: int, state: str, *, sha256: str | None = None,
-                request_ids: Sequence[str] = (), error: str | None = None,
-                message: str | None = None, disposal: str | None = None,
-                bytes_done: int | None = None) -> None:
+def final_values(state: str, *, sha256: str | None = None, request_ids: Sequence[str] = (),
+                 error: str | None = None, message: str | None = None,
+                 disposal: str | None = None, bytes_done: int | None = None) -> dict[str, Any]:
+    """The columns a file's final ``state`` sets (``finish_files``)."""
     assert state in FINAL_FILE_STATES
     values: dict[str, Any] = {
         "state": state, "sha256": sha256, "error": error, "message": message,
@@ -178,8 +178,18 @@ def finish_file(engine: Engine, file_id: int, state: str, *, sha256: str | None 
         "disposal": disposal, "updated_at": utcnow()}
     if bytes_done is not None:
         values["bytes_done"] = bytes_done
+    return values
+
+
+def finish_file(engine: Engine, file_id: int, state: str, **fields: Any) -> None:
+    finish_files(engine, [(file_id, final_values(state, **fields))])
+
+
+def finish_files(engine: Engine, finished: Sequence[tuple[int, dict[str, Any]]]) -> None:
+    """Record files' final states (``final_values``) in one transaction."""
     with engine.begin() as conn:
-        conn.execute(update(pull_files).where(pull_files.c.id == file_id).values(**values))
+        for file_id, values in finished:
+            conn.execute(update(pull_files).where(pull_files.c.id == file_id).values(**values))
 
 
 def retry_failed(engine: Engine, provider: str) -> int:

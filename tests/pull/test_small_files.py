@@ -1,0 +1,135 @@
+"""The fast paths for many small files: a file of at most ``WHOLE_MAX`` bytes is fetched
+whole into memory (no incomplete file, no checkpoint, each byte read once) and its bytes
+checked against the listing; files' final states are committed in shared transactions
+(``Finishes``), each caller answered only once its own row is committed."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from db import Database
+from pull import download, job, store
+from pull.download import WHOLE_MAX
+from pull.job import Finishes
+from pull.schema import pull_files
+from pull.store import Remote
+from tests.pull.harness import PullHarness, entry
+from tests.pull.sftpserver import SFTPTestServer
+from tests.pull.test_pull import put
+
+
+def test_small_files_are_fetched_whole_and_large_ones_through_the_incomplete_file(
+        tmp_path: Path, sftp: SFTPTestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = {f"f{i:02d}.bin": i * 997 for i in range(30)}
+    sizes |= {"at-limit.bin": WHOLE_MAX, "over-limit.bin": WHOLE_MAX + 1}
+    digests = {}
+    for name, size in sizes.items():
+        data = os.urandom(size)
+        put(sftp, name, data)
+        digests[name] = hashlib.sha256(data).hexdigest()
+    parts: list[Path] = []
+    original = download.PartFile
+
+    def counted(path: Path, *args: Any) -> Any:
+        parts.append(path)
+        return original(path, *args)
+
+    monkeypatch.setattr(download, "PartFile", counted)
+    checkpoints: list[int] = []
+    monkeypatch.setattr(job.JobRunner, "_checkpoint",
+                        lambda self, row, offset: _note(checkpoints, row.size))
+    with PullHarness(tmp_path, {"acme": entry(sftp, concurrency=8)}, sftp,
+                     MAX_LENGTH=str(4 * WHOLE_MAX)) as harness:
+        found = harness.run_job("acme")
+        assert found["state"] == "completed" and found["files"]["ingested"] == len(sizes), found
+        # only the file over the limit went through an incomplete file (and checkpointed)
+        assert [p.name for p in parts] == [_file_id(harness, "over-limit.bin") + ".part"]
+        assert set(checkpoints) == {WHOLE_MAX + 1}
+        assert sftp.bytes_served == sum(sizes.values())  # each byte read once
+        assert {r["filename"]: r["sha256"] for r in harness.uploads()} == digests
+        assert {i["path"]: i["sha256"] for i in found["items"]} == digests
+        for row in harness.uploads():
+            assert hashlib.sha256(harness.stored(row)).hexdigest() == row["sha256"]
+
+
+async def _note(checkpoints: list[int], size: int) -> None:
+    checkpoints.append(size)
+
+
+def _file_id(harness: PullHarness, path: str) -> str:
+    assert harness.services is not None
+    with harness.services.database.engine.connect() as conn:
+        return str(conn.execute(select(pull_files.c.id).where(pull_files.c.path == path))
+                   .scalar())
+
+
+@pytest.mark.parametrize("change", ["grown", "shrunk", "touched"])
+def test_a_small_file_changed_after_its_listing_is_not_ingested(
+        tmp_path: Path, sftp: SFTPTestServer, monkeypatch: pytest.MonkeyPatch,
+        change: str) -> None:
+    path = put(sftp, "report.csv", b"x" * 5000, mtime=1_700_000_000)
+    put(sftp, "other.csv", b"other")
+    listed = store.record_listing
+
+    def then_change(*args: Any) -> None:
+        listed(*args)
+        if change == "touched":  # same size, another mtime
+            os.utime(path, (1_700_000_100, 1_700_000_100))
+        else:
+            path.write_bytes(b"x" * (5001 if change == "grown" else 4999))
+            os.utime(path, (1_700_000_000, 1_700_000_000))  # the mtime alone would not tell
+
+    monkeypatch.setattr(store, "record_listing", then_change)
+    with PullHarness(tmp_path, {"acme": entry(sftp)}, sftp) as harness:
+        found = harness.run_job("acme")
+        assert found["state"] == "completed", found
+        states = {i["path"]: i["state"] for i in found["items"]}
+        assert states == {"report.csv": "changed", "other.csv": "ingested"}
+        assert [r["filename"] for r in harness.uploads()] == ["other.csv"]
+
+
+def test_finishes_share_transactions_and_every_caller_gets_its_failure(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'pull.sqlite'}")
+    try:
+        database.migrate()
+        engine = database.engine
+        job_id = store.create_job(engine, "acme", "api")
+        store.record_listing(engine, job_id, "acme", [Remote(f"f{i}", i, 0) for i in range(40)], 0)
+        rows = store.pending_files(engine, job_id)
+        calls: list[int] = []
+
+        async def db(func: Any, batch: list[Any]) -> None:
+            calls.append(len(batch))
+            await asyncio.get_running_loop().run_in_executor(None, func, engine, batch)
+
+        async def finish_all() -> None:
+            finishes = Finishes(db)
+            await asyncio.gather(*(finishes.record(r.id, "ingested", sha256=f"{r.id:064x}",
+                                                   bytes_done=r.size) for r in rows))
+
+        asyncio.run(finish_all())
+        assert sum(calls) == len(rows) and len(calls) < len(rows)  # batched
+        with engine.connect() as conn:
+            done = conn.execute(select(pull_files.c.id, pull_files.c.state,
+                                       pull_files.c.sha256)).tuples().all()
+        assert sorted(done) == sorted((r.id, "ingested", f"{r.id:064x}") for r in rows)
+    finally:
+        database.close()
+
+    async def broken(func: Any, batch: list[Any]) -> None:
+        await asyncio.sleep(0)
+        raise OperationalError("UPDATE pull_files", {}, Exception("database is locked"))
+
+    async def fail_all() -> list[Any]:
+        finishes = Finishes(broken)
+        return await asyncio.gather(*(finishes.record(i, "failed", error="x")
+                                      for i in range(5)), return_exceptions=True)
+
+    assert all(isinstance(result, OperationalError) for result in asyncio.run(fail_all()))
