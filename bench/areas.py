@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +28,7 @@ import requests
 from common import ROOT, banner, free_port, remove_workdir, temp_workdir
 
 from areas.checksums import checksum_stream, hash_stream
+from areas.worker import CHECKSUM_FILES
 from core.settings import Settings
 from storage import get_storage
 from storage.direct import direct_uploads, part_count, part_size_for
@@ -74,22 +76,28 @@ def timed(run: Callable[[], None], moto: int) -> tuple[float, float, float]:
             cpu_seconds(moto) - theirs)
 
 
-def sha256_alone(storage: Any, keys: list[str]) -> None:
-    """sha256 of every object, read by the same reader as the checksums (hash_stream:
-    read in this thread, hashed on a lane of its own)."""
-    for key in keys:
-        digest = hashlib.sha256()
+def sha256_of(storage: Any, key: str) -> None:
+    """The same reader as the checksums (hash_stream: read in this thread), sha256 on a
+    lane of its own."""
+    digest = hashlib.sha256()
 
-        def feed(part: int, block: bytes, digest: Any = digest) -> None:
-            digest.update(block)
-        with storage.open_reader("quarantine", key) as stream:
-            hash_stream(stream, [feed])
+    def feed(part: int, block: bytes) -> None:
+        digest.update(block)
+    with storage.open_reader("quarantine", key) as stream:
+        hash_stream(stream, [feed])
 
 
-def checksummed(storage: Any, keys: list[str], part_size: int) -> None:
-    for key in keys:
-        with storage.open_reader("quarantine", key) as stream:
-            checksum_stream(stream, part_size)
+def checksums_of(storage: Any, key: str, part_size: int) -> None:
+    with storage.open_reader("quarantine", key) as stream:
+        checksum_stream(stream, part_size)
+
+
+def each(keys: list[str], at_once: int, run: Callable[[str], None]) -> Callable[[], None]:
+    """``run`` every key, ``at_once`` at a time (as the checksummer takes its jobs)."""
+    def go() -> None:
+        with ThreadPoolExecutor(at_once) as pool:
+            list(pool.map(run, keys))
+    return go
 
 
 def per_hash(data: bytes, part_size: int) -> dict[str, float]:
@@ -111,11 +119,45 @@ def per_hash(data: bytes, part_size: int) -> dict[str, float]:
     return costs
 
 
+def measure(storage: Any, keys: list[str], part_size: int, at_once: int, rounds: int,
+            moto: int) -> None:
+    """Rounds of sha256 alone then the checksums, ``at_once`` files at a time each."""
+    total, cores = len(keys) * storage.size("quarantine", keys[0]), os.cpu_count() or 1
+    Times = tuple[float, float, float]
+    runs: list[tuple[Times, Times]] = []
+    for n in range(rounds):  # interleaved: a shared machine drifts
+        alone = timed(each(keys, at_once, lambda key: sha256_of(storage, key)), moto)
+        sums = timed(each(keys, at_once, lambda key: checksums_of(storage, key, part_size)),
+                     moto)
+        runs.append((alone, sums))
+        print(f"{at_once} at once, round {n + 1}: sha256 alone {total / MB / alone[0]:.0f} "
+              f"MB/s (CPU {ns(alone[1], total)} + moto {ns(alone[2], total)} ns/B); "
+              f"sha1+sha256+crc32c+ETag {total / MB / sums[0]:.0f} MB/s "
+              f"(CPU {ns(sums[1], total)} + moto {ns(sums[2], total)} ns/B); "
+              f"ratio {alone[0] / sums[0]:.2f}", flush=True)
+    ratios = sorted(alone[0] / sums[0] for alone, sums in runs)
+    best_alone = min(alone for alone, _ in runs)
+    best_sums = min(sums for _, sums in runs)
+    print(f"{at_once} at once, via moto: sha256 alone {total / MB / best_alone[0]:.0f} MB/s; "
+          f"sha1+sha256+crc32c+ETag {total / MB / best_sums[0]:.0f} MB/s (best of "
+          f"{rounds}); ratio {best_alone[0] / best_sums[0]:.2f}, per round "
+          f"{ratios[0]:.2f}-{ratios[-1]:.2f} (target >= 0.60)")
+    cpu = (best_sums[1] + best_sums[2]) / cores
+    print(f"{at_once} at once, ceiling: the checksums' CPU (this process and moto, "
+          f"{ns(best_sums[1] + best_sums[2], total)} ns/B) spread on {cores} cores takes "
+          f"{cpu * 1e9 / total:.2f} ns/B: ratio at most {best_alone[0] / cpu:.2f} beside "
+          f"the best sha256 alone; sha256 alone's CPU ({ns(best_alone[1] + best_alone[2], total)}"
+          f" ns/B) over the checksums': "
+          f"{(best_alone[1] + best_alone[2]) / (best_sums[1] + best_sums[2]):.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--size-mb", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--at-once", type=int, default=CHECKSUM_FILES,
+                        help="files at a time, besides one at a time (the checksummer's)")
     args = parser.parse_args()
     total = args.files * args.size_mb * MB
     banner(f"upload areas: {args.files} × {args.size_mb} MB staged directly to moto, "
@@ -144,29 +186,8 @@ def main() -> None:
         staged = time.perf_counter() - started
         print(f"staged: {total / MB:.0f} MB in {staged:.1f} s ({total / MB / staged:.0f} MB/s), "
               f"parts of {part_size // MiB} MiB")
-        cores = os.cpu_count() or 1
-        rounds: list[tuple[tuple[float, float, float], tuple[float, float, float]]] = []
-        for n in range(args.rounds):  # interleaved: a shared machine drifts
-            alone = timed(lambda: sha256_alone(storage, keys), moto.pid)
-            sums = timed(lambda: checksummed(storage, keys, part_size), moto.pid)
-            rounds.append((alone, sums))
-            print(f"round {n + 1}: sha256 alone {total / MB / alone[0]:.0f} MB/s "
-                  f"(CPU {ns(alone[1], total)} + moto {ns(alone[2], total)} ns/B); "
-                  f"sha1+sha256+crc32c+ETag {total / MB / sums[0]:.0f} MB/s "
-                  f"(CPU {ns(sums[1], total)} + moto {ns(sums[2], total)} ns/B); "
-                  f"ratio {alone[0] / sums[0]:.2f}", flush=True)
-        ratios = sorted(alone[0] / sums[0] for alone, sums in rounds)
-        best_alone = min(alone for alone, _ in rounds)
-        best_sums = min(sums for _, sums in rounds)
-        print(f"via moto:  sha256 alone {total / MB / best_alone[0]:.0f} MB/s; "
-              f"sha1+sha256+crc32c+ETag {total / MB / best_sums[0]:.0f} MB/s (best of "
-              f"{args.rounds}); ratio {best_alone[0] / best_sums[0]:.2f}, per round "
-              f"{ratios[0]:.2f}-{ratios[-1]:.2f} (target >= 0.60)")
-        cpu = (best_sums[1] + best_sums[2]) / cores
-        print(f"ceiling:   the checksums' CPU (this process and moto, "
-              f"{ns(best_sums[1] + best_sums[2], total)} ns/B) spread on {cores} cores "
-              f"takes {cpu * 1e9 / total:.2f} ns/B: ratio at most "
-              f"{best_alone[0] / cpu:.2f} beside the best sha256 alone")
+        for at_once in dict.fromkeys([1, args.at_once]):
+            measure(storage, keys, part_size, at_once, args.rounds, moto.pid)
         costs = per_hash(base, part_size)
         print("in memory, one thread, ns/B: " + ", ".join(
             f"{name} {cost:.2f}" for name, cost in costs.items() if name != "checksum_stream")

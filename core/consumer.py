@@ -11,10 +11,11 @@ commit the bus refuses now is tried again a second later while the loop keeps po
 handling (a member that sleeps through a rebalance is dropped from its group).
 
 With a ``batch_handler`` (by default the handler's ``handle_batch`` method, if it has
-one: the verdict handler), what is already fetched (up to ``BATCH_MAX`` messages) is handed
-over at once, so that its side effects can share one transaction; if the batch fails in any
-way, its messages are handled one by one by ``handler`` as above (handlers are idempotent,
-so what the batch did already is harmless).
+one: the verdict handler, the area checksummer), what is already fetched (up to
+``BATCH_MAX`` messages, or the handler's ``batch_max``) is handed over at once, so that
+its side effects can share one transaction (or run at once); if the batch fails in any
+way, its messages are handled one by one by ``handler`` as above (handlers are
+idempotent, so what the batch did already is harmless).
 """
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ class ConsumerLoop:
         self.topics = list(topics)
         self.handler = handler
         self.batch_handler = batch_handler or getattr(handler, "handle_batch", None)
+        self.batch_max: int = getattr(handler, "batch_max", BATCH_MAX)
         self.name = name or group
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -147,9 +149,9 @@ class ConsumerLoop:
         done.clear()
 
     def _more(self, consumer: Any, first: Message) -> list[Message]:
-        """``first`` and what else is ready at once (up to ``BATCH_MAX``)."""
+        """``first`` and what else is ready at once (up to ``batch_max``)."""
         batch = [first]
-        while len(batch) < BATCH_MAX:
+        while len(batch) < self.batch_max:
             try:
                 message = consumer.poll(0)
             except BusUnavailable:

@@ -25,6 +25,7 @@ from areas.api import object_key, put_part_size
 from areas.jobs import WORK_TOPIC, checksum_job
 from areas.validation import STALLED, SetValidator
 from areas.worker import AreaWork, Checksummer, UploadSweeper
+from core.consumer import MalformedMessage
 from core.services import Services
 from core.settings import Settings
 from db.schema import outbox
@@ -127,6 +128,28 @@ def test_a_replaced_version_is_not_recorded(services: Services) -> None:
         checksummer.close()
     row = store.current_file(database, area_id, "same")
     assert json.loads(row["checksums"])["sha256"] == hashlib.sha256(b"second").hexdigest()
+
+
+def test_a_batch_is_checksummed_files_at_once(services: Services) -> None:
+    """The loop hands the jobs fetched at once to ``handle_batch``: every file's checksums
+    are recorded; a malformed job among them is raised once the others are done (the loop
+    then takes them one by one, and those done are skipped)."""
+    database = services.database
+    area_id = str(uuid.uuid4())
+    store.create_area(database, area_id, 10**9)
+    data = {f"f{i}": os.urandom(300_000 + i) for i in range(3)}
+    jobs = [stage(services, area_id, name, body)[1] for name, body in data.items()]
+    checksummer = Checksummer(services)
+    assert checksummer.batch_max >= 2
+    try:
+        with pytest.raises(MalformedMessage):
+            checksummer.handle_batch([*jobs[:2], {"type": "checksum"}, jobs[2]])
+    finally:
+        checksummer.close()
+    for name, body in data.items():
+        row = store.current_file(database, area_id, name)
+        assert row["checksum_state"] == "checksummed"
+        assert json.loads(row["checksums"])["sha256"] == hashlib.sha256(body).hexdigest()
 
 
 def test_abandoned_direct_uploads_are_aborted(services: Services) -> None:
