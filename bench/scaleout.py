@@ -2,7 +2,11 @@
 
 For each scale (1, then 2 of each role) on a fresh set-up of its own: librdkafka's mock
 cluster (``python -m bus.kafka_mock``, its topics made with ``--partitions``, 4), a moto S3
-server (``python -m moto.server``), a fresh database on the PostgreSQL server at
+server (``bench/moto_keepalive.py``: moto's WSGI app behind Tornado's HTTP/1.1 server,
+which keeps connections alive as S3 does; ``--moto werkzeug``: ``python -m moto.server``,
+whose werkzeug server closes the connection after every response, so every boto3 call of
+the roles opened a TCP connection and moto started a thread for it, CPU that a real S3
+deployment does not spend), a fresh database on the PostgreSQL server at
 127.0.0.1:5432, and N of each role, ``sys.executable app.py gateway`` / ``validator
 testareno`` / ``bundler``, each a process of its own. Then:
 
@@ -22,6 +26,7 @@ of the gateways that lived to the end) and a profile: CPU seconds of each kind o
 process. Last, the ratio of 2-of-each to 1-of-each.
 
     python bench/scaleout.py [--uploads 2000 --rate 50 --burst 500] [--quick] [--scales 1,2]
+                             [--no-kill] [--moto keepalive|werkzeug]
 
 ``--quick``: 400 uploads at 25/s and a burst of 100. Not a test: figures depend on the
 machine; everything (moto, the mock cluster, PostgreSQL, the load generator and the roles)
@@ -161,7 +166,8 @@ class Tally:
 class Deployment:
     """The services and the roles of one scale."""
 
-    def __init__(self, scale: int, partitions: int, brokers: int, workdir: Path) -> None:
+    def __init__(self, scale: int, partitions: int, brokers: int, workdir: Path,
+                 moto: str = "keepalive") -> None:
         self.scale, self.workdir = scale, workdir
         suffix = uuid.uuid4().hex[:10]
         self.db_name = f"gw_scaleout_{suffix}"
@@ -173,8 +179,10 @@ class Deployment:
         assert self.mock.stdout is not None
         bootstrap = self.mock.stdout.readline().strip()
         moto_port = free_port()
+        server = (["-m", "moto.server"] if moto == "werkzeug"
+                  else [str(ROOT / "bench" / "moto_keepalive.py")])
         self.moto = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+            [sys.executable, *server, "-H", "127.0.0.1", "-p", str(moto_port)],
             cwd=ROOT, env={**os.environ, **AWS_ENV}, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         assert wait_for(lambda: _answers(f"http://127.0.0.1:{moto_port}/"), 30), "moto"
@@ -383,7 +391,7 @@ def figures(phase: Phase, tally: Tally, drain: float) -> dict[str, Any]:
 def run_scale(scale: int, args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"scaleout-{scale}-"))
     own_start = sum(os.times()[:2])
-    deployment = Deployment(scale, args.partitions, args.brokers, workdir)
+    deployment = Deployment(scale, args.partitions, args.brokers, workdir, args.moto)
     tally: Tally | None = None
     try:
         started = time.monotonic()
@@ -431,6 +439,9 @@ def main() -> int:
     parser.add_argument("--scales", default="1,2")
     parser.add_argument("--drain", type=float, default=180.0)
     parser.add_argument("--no-kill", action="store_true")
+    parser.add_argument("--moto", choices=("keepalive", "werkzeug"), default="keepalive",
+                        help="moto behind Tornado with keep-alive (bench/moto_keepalive.py), "
+                             "or moto's own werkzeug server (a connection per request)")
     parser.add_argument("--quick", action="store_true", help="400 at 25/s, burst 100")
     args = parser.parse_args()
     if args.quick:
@@ -440,7 +451,7 @@ def main() -> int:
     print(f"scale-out: {args.uploads} uploads at {args.rate:g}/s"
           f"{'' if args.no_kill else ' (SIGKILL of a gateway and a validator half-way)'}, "
           f"burst {args.burst}, {args.clients} clients, {args.partitions} partitions, "
-          f"{args.brokers} broker(s); {os.cpu_count()} CPUs", flush=True)
+          f"{args.brokers} broker(s), moto {args.moto}; {os.cpu_count()} CPUs", flush=True)
     results = {}
     for scale in scales:
         print(f"\n== {scale} of each role (gateway, validator testareno, bundler)", flush=True)
