@@ -10,7 +10,8 @@ health check (``storage.s3buckets``).
 
 Client options: connect timeout 5 s, read timeout 60 s, 3 attempts in botocore's
 "standard" retry mode (so an unreachable endpoint fails within a few seconds), a
-connection pool of ``UPLOAD_THREADS`` + 4. Checksums are computed only where S3 requires
+connection pool of ``UPLOAD_THREADS`` + 4, endpoints resolved once per bucket
+(``storage.s3endpoints``). Checksums are computed only where S3 requires
 them (``when_required``), which keeps older S3-compatible servers working. Requests and
 presigned URLs use SigV4; a presigned URL lives at most 7 days (longer expiries are cut).
 
@@ -67,6 +68,7 @@ from storage.s3_cleanup import S3Cleanup
 from storage.s3_direct import S3Direct
 from storage.s3_resumable import TAIL_PREFIX, S3Resumable
 from storage.s3buckets import BucketKeepingClient
+from storage.s3endpoints import cache_endpoints
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +259,9 @@ def _make_client(settings: Settings) -> Any:
         response_checksum_validation="when_required",
     )
     session = boto3.session.Session()
-    return session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+    client = session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+    cache_endpoints(client)  # an endpoint per bucket, not per object (storage/s3endpoints.py)
+    return client
 
 
 class S3Storage(S3Cleanup, S3Resumable, S3Direct, Storage):
