@@ -21,11 +21,12 @@ may therefore see its message handled again by another member: at least once, an
 consumers dedupe. A paused consumer (``pause``) keeps renewing its leases and takes
 nothing. Lease expiry uses the wall clock shared by the processes.
 
-Latency: a ``send`` wakes the idle ``poll``s of its topics in the same process at once
-(after its commit); otherwise an idle ``poll`` checks the log every 2 ms, backing off to
-every 20 ms (the backoff resets when a message arrives), so a message from another process
-is seen within about 20 ms of its commit. Rows are fetched 100 at a time. One SQLite
-connection per thread and per object.
+Latency: a ``send`` wakes the idle ``poll``s of its topics at once (after its commit): in
+its own process directly, in the other processes through their doorbells
+(bus/doorbell.py: a Unix datagram per process). Besides, an idle ``poll`` checks the log
+every 2 ms, backing off to every 20 ms (the backoff resets when a message arrives), so a
+message is seen within about 20 ms of its commit even without a ring. Rows are fetched
+100 at a time. One SQLite connection per thread and per object.
 
 Retention: a producer prunes the log at most every ``PRUNE_INTERVAL`` seconds: a message
 older than ``BUS_RETENTION_HOURS`` (168) goes once every group that reads its topic has
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from bus import Bus, BusUnavailable, Consumer, Message, OutMessage, Producer, Refused
+from bus.doorbell import Doorbell
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -137,9 +139,10 @@ class _Appends:
     idle ``poll`` waits on a condition that ``send`` notifies instead of sleeping out its
     poll interval: three bus hops are on the upload → available path of ``python app.py``."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path) -> None:
         self._changed = threading.Condition()
         self._counts: dict[str, int] = {}
+        self.doorbell = Doorbell(path, self.appended)  # the other processes' appends
 
     def mark(self, topics: Sequence[str]) -> int:
         counts = self._counts
@@ -164,7 +167,9 @@ _APPENDS_LOCK = threading.Lock()
 def _appends(path: Path) -> _Appends:
     key = str(path.resolve())
     with _APPENDS_LOCK:
-        return _APPENDS.setdefault(key, _Appends())
+        if key not in _APPENDS:
+            _APPENDS[key] = _Appends(Path(key))
+        return _APPENDS[key]
 
 
 def _in_write_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -270,7 +275,9 @@ class LocalProducer(Producer):
         rows = [(m.topic, m.key, bytes(m.value), now) for m in messages]
         sql = "INSERT INTO messages (topic, key, value, ts) VALUES (?, ?, ?, ?)"
         _in_write_transaction(conn, lambda c: c.executemany(sql, rows))
-        self._appends.appended([m.topic for m in messages])
+        topics = [m.topic for m in messages]
+        self._appends.appended(topics)
+        self._appends.doorbell.ring(topics)
         if time.monotonic() - self._pruned_at > PRUNE_INTERVAL:
             try:
                 self.prune()
@@ -294,6 +301,7 @@ class LocalConsumer(Consumer):
         self._buffer: deque[Message] = deque()
         self._idle_sleep = MIN_IDLE_SLEEP
         self._appends = _appends(path)
+        self._appends.doorbell.listen()
         self._paused = False
 
     def pause(self) -> None:
@@ -346,6 +354,7 @@ class LocalConsumer(Consumer):
                                self.group, exc)
         self._buffer.clear()
         self._conns.close()
+        self._appends.doorbell.release()
 
     def _next(self) -> Message | None:
         """The next buffered message of a topic whose lease we hold, fetching when empty."""

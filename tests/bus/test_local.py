@@ -205,3 +205,69 @@ def test_retention_prunes_only_old_messages_every_group_has_done(tmp_path) -> No
         consumer.close()
     producer.close()
     bus.close()
+
+
+SEND_ONE_SCRIPT = """
+import sys
+from bus import OutMessage
+from bus.local import LocalBus
+from core.settings import Settings
+
+bus = LocalBus(Settings.from_env({"WORKDIR": sys.argv[1]}))
+producer = bus.producer()
+assert producer.send([OutMessage(sys.argv[2], "k", b"from another process")], 10.0) == [True]
+producer.close()
+bus.close()
+"""
+
+
+def test_send_wakes_an_idle_poll_of_another_process(tmp_path: Path, topic: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The doorbell (bus/doorbell.py): with the poll interval stretched to minutes, a
+    message another process sends still arrives at once. The work directory's path is
+    longer than a socket address may be, so the doorbells are reached through
+    /proc/self/fd."""
+    monkeypatch.setattr("bus.local.MIN_IDLE_SLEEP", 600.0)
+    monkeypatch.setattr("bus.local.MAX_IDLE_SLEEP", 600.0)
+    workdir = tmp_path / ("deep-" + "d" * 120)
+    bus = LocalBus(local_settings(workdir))
+    consumer = bus.consumer(group_name(), [topic])
+    assert consumer.poll(0.05) is None  # takes the lease
+    got: list[object] = []
+    thread = threading.Thread(target=lambda: got.append(consumer.poll(60.0)))
+    thread.start()
+    time.sleep(0.2)
+    subprocess.run([sys.executable, "-c", SEND_ONE_SCRIPT, str(workdir), topic], cwd=ROOT,
+                   check=True, timeout=60)
+    thread.join(30)
+    assert not thread.is_alive() and [m.value for m in got] == [b"from another process"]  # type: ignore[attr-defined]
+    bells = workdir / "bus.sqlite.bells"
+    assert len(list(bells.iterdir())) == 1  # this process's; the sender did not listen
+    consumer.close()
+    assert list(bells.iterdir()) == []  # the last consumer's close removes it
+    bus.close()
+
+
+def test_doorbell_removes_dead_sockets_and_ignores_garbage(tmp_path: Path, topic: str) -> None:
+    """A socket left by a process that died is removed by the next ring; a datagram that
+    is not topic names wakes nobody and stops nothing."""
+    import socket
+
+    bus = LocalBus(local_settings(tmp_path))
+    consumer = bus.consumer(group_name(), [topic])
+    bells = tmp_path / "bus.sqlite.bells"
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dead.bind(str(bells / "999999-dead.bell"))
+    dead.close()  # bound, then gone: nobody reads it
+    (listening,) = [p for p in bells.iterdir() if p.name != "999999-dead.bell"]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as stranger:
+        stranger.sendto(b"\xff\xfe not utf-8", str(listening))
+    producer = bus.producer()
+    producer.send([OutMessage(topic, "k", b"v")], 1.0)
+    assert [p.name for p in bells.iterdir()] == [listening.name]
+    assert any(t.name == "bus-doorbell" for t in threading.enumerate())  # it lived on
+    message = consumer.poll(5.0)
+    assert message is not None and message.value == b"v"
+    producer.close()
+    consumer.close()
+    bus.close()
