@@ -11,9 +11,10 @@ offset a client was told) is always backed by stored bytes; bytes past it are dr
 the next writer.
 
 The whole-payload sha256 (and sha1 for ``assets`` uploads, whose asset-transfer events
-carry it) is computed as the bytes arrive, with ``rehashes`` hashers whose state is
-serialised at each checkpoint (about 100 bytes each, under a microsecond), so that any
-gateway continues it after a restart or a switch without reading the prefix again;
+carry it) is computed as the bytes arrive, with hashers whose state is serialised at each
+checkpoint (core/midstate.py: OpenSSL's, hashing without the GIL, saved in ``rehashes``'
+state format, about 100 bytes each), so that any gateway continues it after a restart or
+a switch without reading the prefix again;
 bench/tus_hash_state.py measures the alternative (re-reading the stored prefix) and S3
 could not even offer it (an unfinished multipart upload's parts cannot be read back).
 
@@ -35,10 +36,8 @@ from concurrent.futures import Executor
 from dataclasses import asdict
 from typing import Any, Callable
 
-import rehashes
-
 from bus.topics import service_topic
-from core import metrics
+from core import metrics, midstate
 from core.assets import asset_events
 from core.ingest import BLOCK, SNIFF_BYTES, Ingestor, Payload
 from core.mime import sniff
@@ -68,11 +67,11 @@ class HashState:
             sizes = struct.unpack_from(">HH", state)
             first = state[4:4 + sizes[0]]
             second = state[4 + sizes[0]:4 + sizes[0] + sizes[1]]
-            self.sha256 = rehashes.PySha256.deserialize(first)
-            self.sha1 = rehashes.PySha1.deserialize(second) if sizes[1] else None
+            self.sha256 = midstate.load("sha256", first)
+            self.sha1 = midstate.load("sha1", second) if sizes[1] else None
         else:
-            self.sha256 = rehashes.PySha256()
-            self.sha1 = rehashes.PySha1() if sha1 else None
+            self.sha256 = midstate.new("sha256")
+            self.sha1 = midstate.new("sha1") if sha1 else None
 
     def update(self, block: bytes) -> None:
         self.sha256.update(block)
