@@ -39,6 +39,7 @@ from auth import AuthConfigError
 from auth import cli as auth_cli
 from auth.setup import preflight as auth_preflight
 from bus import get_bus
+from bus import preflight as bus_preflight
 from consumer.role import BundlerRole
 from core import logs
 from core.cleanup import Cleanup
@@ -422,6 +423,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        bus_preflight(settings)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -26,8 +26,10 @@ of the gateways that lived to the end) and a profile: CPU seconds of each kind o
 process. Last, the ratio of 2-of-each to 1-of-each.
 
     python bench/scaleout.py [--uploads 2000 --rate 50 --burst 500] [--quick] [--scales 1,2]
-                             [--no-kill] [--moto keepalive|werkzeug]
+                             [--no-kill] [--moto keepalive|werkzeug] [--session-timeout S]
 
+``--session-timeout``: the roles' ``KAFKA_SESSION_TIMEOUT`` (10 s by default), which is
+most of the time the killed gateway's and validator's partitions wait for a new owner.
 ``--quick``: 400 uploads at 25/s and a burst of 100. Not a test: figures depend on the
 machine; everything (moto, the mock cluster, PostgreSQL, the load generator and the roles)
 shares its cores.
@@ -167,7 +169,7 @@ class Deployment:
     """The services and the roles of one scale."""
 
     def __init__(self, scale: int, partitions: int, brokers: int, workdir: Path,
-                 moto: str = "keepalive") -> None:
+                 moto: str = "keepalive", session_timeout: float | None = None) -> None:
         self.scale, self.workdir = scale, workdir
         suffix = uuid.uuid4().hex[:10]
         self.db_name = f"gw_scaleout_{suffix}"
@@ -193,6 +195,8 @@ class Deployment:
                     "S3_REJECT": f"r-{suffix}", "URL_SIGNING_KEY": f"scaleout-{suffix}",
                     "KAFKAMQ": bootstrap, "LOG_LEVEL": "WARNING",
                     "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{self.db_name}"}
+        if session_timeout is not None:
+            self.env["KAFKA_SESSION_TIMEOUT"] = f"{session_timeout:g}"
         self.settings = Settings.from_env({**self.env, "WORKDIR": str(workdir)})
         self.gateways: list[Process] = []
         self.validators: list[Process] = []
@@ -391,7 +395,8 @@ def figures(phase: Phase, tally: Tally, drain: float) -> dict[str, Any]:
 def run_scale(scale: int, args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"scaleout-{scale}-"))
     own_start = sum(os.times()[:2])
-    deployment = Deployment(scale, args.partitions, args.brokers, workdir, args.moto)
+    deployment = Deployment(scale, args.partitions, args.brokers, workdir, args.moto,
+                            args.session_timeout)
     tally: Tally | None = None
     try:
         started = time.monotonic()
@@ -439,6 +444,8 @@ def main() -> int:
     parser.add_argument("--scales", default="1,2")
     parser.add_argument("--drain", type=float, default=180.0)
     parser.add_argument("--no-kill", action="store_true")
+    parser.add_argument("--session-timeout", type=float, default=None,
+                        help="KAFKA_SESSION_TIMEOUT of the roles (unset: the default, 10 s)")
     parser.add_argument("--moto", choices=("keepalive", "werkzeug"), default="keepalive",
                         help="moto behind Tornado with keep-alive (bench/moto_keepalive.py), "
                              "or moto's own werkzeug server (a connection per request)")
@@ -451,7 +458,8 @@ def main() -> int:
     print(f"scale-out: {args.uploads} uploads at {args.rate:g}/s"
           f"{'' if args.no_kill else ' (SIGKILL of a gateway and a validator half-way)'}, "
           f"burst {args.burst}, {args.clients} clients, {args.partitions} partitions, "
-          f"{args.brokers} broker(s), moto {args.moto}; {os.cpu_count()} CPUs", flush=True)
+          f"{args.brokers} broker(s), moto {args.moto}, Kafka session timeout "
+          f"{args.session_timeout or 10:g} s; {os.cpu_count()} CPUs", flush=True)
     results = {}
     for scale in scales:
         print(f"\n== {scale} of each role (gateway, validator testareno, bundler)", flush=True)

@@ -138,3 +138,12 @@ def get_bus(settings: Settings) -> Bus:
     module_name, class_name = dotted.rsplit(".", 1)
     driver: Callable[[Settings], Bus] = getattr(importlib.import_module(module_name), class_name)
     return driver(settings)
+
+
+def preflight(settings: Settings) -> None:
+    """Check the selected driver's own variables at start-up (``SettingsError``): Kafka's
+    ``KAFKA_SESSION_TIMEOUT``; the embedded bus has none."""
+    if settings.kafka_servers:
+        from bus.kafka import session_timeout_from
+
+        session_timeout_from(settings.env)

@@ -43,9 +43,18 @@ Timeouts and backoffs are short enough for loopback tests and sane in production
 reconnect backoff 100 ms to 2 s, connection setup timeout 10 s, fetch wait 10 ms (a
 broker answers a fetch as soon as data arrives, so this only sets how often an idle
 consumer asks; librdkafka's mock cluster holds every fetch for the whole wait, which made
-its bus hop 60 ms p50 with a 100 ms wait), session timeout 10 s (``session_timeout``;
-brokers accept 6 s and more by default). A group member that closes leaves the group at
-once; one that dies holds its partitions until its session times out. The librdkafka mock
+its bus hop 60 ms p50 with a 100 ms wait), session timeout 10 s (``KAFKA_SESSION_TIMEOUT``
+in seconds, or ``session_timeout``; brokers accept 6 s to 30 min by default,
+``group.min.session.timeout.ms`` / ``group.max.session.timeout.ms``, and refuse a member
+outside them). A group member that closes leaves the group at once; one that dies (SIGKILL,
+a lost host) holds its partitions until its session times out, so the session timeout is
+how long a crashed gateway's verdicts or a crashed validator's announcements wait for
+another member (bench/scaleout.py). The default stays 10 s: heartbeats come from
+librdkafka's own thread, so a busy interpreter does not miss them, but a shorter session
+turns every network pause or stalled host longer than it into a rebalance (Kafka raised its
+own default from 10 to 45 s for that, KIP-735), and 6 s is the brokers' floor: a broker
+whose floor was raised would refuse every member. Lower it towards 6 s where failover
+time matters more than that. The librdkafka mock
 cluster makes a member joining after a LeaveGroup wait for a session timeout too, so tests
 on the mock use a 1 s session.
 
@@ -66,7 +75,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from confluent_kafka import Consumer as KConsumer
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -75,7 +84,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from bus import Bus, BusUnavailable, Consumer, Message, OutMessage, Producer, Refused
 from bus.quiet import quiet
-from core.settings import Settings
+from core.settings import Settings, SettingsError, env_float
 
 logger = logging.getLogger(__name__)
 # librdkafka's own log lines (connection failures repeat many times a second while the
@@ -87,6 +96,7 @@ quiet(librdkafka_logger, errors_logger)
 
 MESSAGE_TIMEOUT = 10.0
 SESSION_TIMEOUT = 10.0
+MAX_SESSION_TIMEOUT = 1800.0  # group.max.session.timeout.ms, the brokers' default
 CHECK_TIMEOUT = 3.0
 CREATE_TIMEOUT = 5.0
 CLOSE_FLUSH_TIMEOUT = 5.0
@@ -129,18 +139,29 @@ class _Refused(Exception):
     """``produce`` refused one message for good."""
 
 
+def session_timeout_from(env: Mapping[str, str]) -> float:
+    """``KAFKA_SESSION_TIMEOUT`` (seconds, at most 1800: the brokers' default ceiling),
+    10 s when unset."""
+    timeout = env_float(env, "KAFKA_SESSION_TIMEOUT", SESSION_TIMEOUT)
+    if timeout > MAX_SESSION_TIMEOUT:
+        raise SettingsError(f"KAFKA_SESSION_TIMEOUT must be at most {MAX_SESSION_TIMEOUT:g} "
+                            f"seconds, got {timeout:g}")
+    return timeout
+
+
 def _config(servers: str, **extra: Any) -> dict[str, Any]:
     return {"bootstrap.servers": servers, "logger": librdkafka_logger, **COMMON_CONFIG, **extra}
 
 
 class KafkaBus(Bus):
     def __init__(self, settings: Settings, message_timeout: float = MESSAGE_TIMEOUT,
-                 session_timeout: float = SESSION_TIMEOUT) -> None:
+                 session_timeout: float | None = None) -> None:
         if not settings.kafka_servers:
             raise ValueError("KafkaBus needs KAFKAMQ (settings.kafka_servers)")
         self.servers = settings.kafka_servers
         self.message_timeout = message_timeout
-        self.session_timeout = session_timeout
+        self.session_timeout = (session_timeout if session_timeout is not None
+                                else session_timeout_from(settings.env))
         self.check_timeout = CHECK_TIMEOUT
         self._admin: AdminClient | None = None
         self._admin_lock = threading.Lock()

@@ -93,3 +93,13 @@ def test_announcements_carry_the_service_header(bus: KafkaBus, topic: str) -> No
     producer.close()
     [message] = consume(bus, group_name(), [topic], 1)
     assert message.headers == found
+
+
+def test_session_timeout_from_the_environment(kafka_settings: Settings) -> None:
+    """``KAFKA_SESSION_TIMEOUT`` (seconds) sets how long a dead member holds its partitions;
+    10 s when unset; an argument (tests on the mock) wins."""
+    env = {**kafka_settings.env, "KAFKAMQ": kafka_settings.kafka_servers or ""}
+    assert KafkaBus(Settings.from_env(env)).session_timeout == 10.0
+    tuned = Settings.from_env({**env, "KAFKA_SESSION_TIMEOUT": "6.5"})
+    assert KafkaBus(tuned).session_timeout == 6.5
+    assert KafkaBus(tuned, session_timeout=1.0).session_timeout == 1.0
