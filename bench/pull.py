@@ -2,6 +2,7 @@
 the same files in the same run.
 
     python bench/pull.py [--count 1000] [--size 102400] [--large 1073741824] [--rounds 1]
+                         [--concurrency N]
 
 - Server: asyncssh's SFTP server (tests/pull/sftpserver.py) in a process of its own,
   serving ``small/`` (``--count`` files of ``--size`` random bytes) and ``large/`` (one
@@ -96,25 +97,28 @@ def baseline(port: int, host_key: str, directory: str, target: Path) -> float:
 
 # the puller ------------------------------------------------------------------------------
 
-def providers_file(workdir: Path, port: int, host_key: str) -> Path:
+def providers_file(workdir: Path, port: int, host_key: str, concurrency: int | None) -> Path:
     import yaml
 
     entry = {"host": "127.0.0.1", "port": port, "user": "bench", "password_env": "BENCH_PW",
              "host_key": host_key, "service": "testareno", "category": "bench"}
+    if concurrency is not None:
+        entry["concurrency"] = concurrency
     path = workdir / "providers.yaml"
     path.write_text(yaml.safe_dump({"providers": {
         "small": {**entry, "directory": "/small"}, "large": {**entry, "directory": "/large"}}}))
     return path
 
 
-def puller_run(workdir: Path, port: int, host_key: str, provider: str) -> float:
+def puller_run(workdir: Path, port: int, host_key: str, provider: str,
+               concurrency: int | None) -> float:
     from common import Server
 
     workdir.mkdir(parents=True)
     listen = free_port()
     env = {"WORKDIR": str(workdir), "LISTEN_PORT": str(listen), "LISTEN_ADDRESS": "127.0.0.1",
            "MAX_LENGTH": str(4 * GiB), "BENCH_PW": PASSWORD,
-           "PULL_PROVIDERS": str(providers_file(workdir, port, host_key))}
+           "PULL_PROVIDERS": str(providers_file(workdir, port, host_key, concurrency))}
     # the jobs API needs an API key with the scope pulls (issue 11)
     token = subprocess.run([sys.executable, str(ROOT / "app.py"), "keys", "add", "bench",
                             "--scope", "pulls"], env={**os.environ, **env}, check=True,
@@ -149,6 +153,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100 * 1024)
     parser.add_argument("--large", type=int, default=GiB)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="the providers' concurrency (default: the provider default)")
     args = parser.parse_args()
     banner("pull: loopback SFTP server, bare asyncssh loop vs python app.py puller")
     work = temp_workdir("pull")
@@ -162,7 +168,8 @@ def main() -> None:
                 for name, total, label in sets:
                     tag = f"{round_no}-{name}"
                     bare = baseline(port, host_key, f"/{name}", work / f"bare-{tag}")
-                    pulled = puller_run(work / f"puller-{tag}", port, host_key, name)
+                    pulled = puller_run(work / f"puller-{tag}", port, host_key, name,
+                                        args.concurrency)
                     print(f"{label:>22}: bare asyncssh loop {total / bare / 1e6:7.1f} MB/s "
                           f"({bare:.2f} s), puller with ingest {total / pulled / 1e6:7.1f} MB/s "
                           f"({pulled:.2f} s): ratio {bare / pulled:.2f} (target >= 0.7)",

@@ -27,7 +27,8 @@ the name in ``/api/v1/pulls/<name>``)::
         schedule: 15m                    # run every 15 minutes; unset: only on demand
         completion: leave                # leave, move (to move_to) or delete
         move_to: /outgoing/done
-        concurrency: 4                   # files in flight at once
+        concurrency: 16                  # files in flight at once
+        large_concurrency: 4             # of which over 1 MiB (each has 8 MiB of reads in flight)
         retries: 5                       # connection attempts before the job fails
         retry_delay: 1s                  # first backoff delay, doubling up to 60 s
         timeout: 30s                     # connect and per-request timeout
@@ -61,7 +62,7 @@ KEYS = frozenset({
     "host", "port", "user", "private_key", "known_hosts", "host_key",
     "accept_unknown_host_key", "directory", "pattern", "recursive", "steps", "gpg_home",
     "service", "category", "compress", "schedule", "completion", "move_to", "concurrency",
-    "retries", "retry_delay", "timeout",
+    "large_concurrency", "retries", "retry_delay", "timeout",
     *(f"{secret}{suffix}" for secret in SECRETS for suffix in ("", "_file", "_env")),
 })
 
@@ -94,7 +95,8 @@ class Provider:
     schedule: float | None = None
     completion: str = "leave"
     move_to: str | None = None
-    concurrency: int = 4
+    concurrency: int = 16
+    large_concurrency: int = 4
     retries: int = 5
     retry_delay: float = 1.0
     timeout: float = 30.0
@@ -117,6 +119,7 @@ class Provider:
             "service": self.service, "category": self.category, "compress": self.compress,
             "schedule_seconds": self.schedule, "completion": self.completion,
             "move_to": self.move_to, "concurrency": self.concurrency,
+            "large_concurrency": self.large_concurrency,
         }
 
 
@@ -185,7 +188,8 @@ def _provider(name: Any, entry: Any, services: frozenset[str],
         gpg_home=get.file("gpg_home", directory=True), gpg_passphrase=secrets["gpg_passphrase"],
         compress=get.flag("compress"), schedule=get.duration("schedule", None),
         completion=get.choice("completion", COMPLETIONS, "leave"),
-        move_to=get.text("move_to") or None, concurrency=get.integer("concurrency", 4, 1, 64),
+        move_to=get.text("move_to") or None, concurrency=get.integer("concurrency", 16, 1, 64),
+        large_concurrency=get.integer("large_concurrency", 4, 1, 64),
         retries=get.integer("retries", 5, 1, 100),
         retry_delay=get.duration("retry_delay", 1.0) or 1.0,
         timeout=get.duration("timeout", 30.0) or 30.0,

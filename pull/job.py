@@ -5,7 +5,9 @@
    become the job's pending files, pending ones an earlier job left move to this one.
    A job that was listed already (a restarted puller continues it) is not listed again.
 2. ``concurrency`` workers take the pending files, one at a time each: download
-   (``pull.download``, resumed from its checkpoint), steps and ingest (``pull.ingest``),
+   (``pull.download``: small files whole into memory, larger ones resumed from their
+   checkpoint, at most ``large_concurrency`` of those at once since each holds many reads
+   in flight), steps and ingest (``pull.ingest``),
    then the completion action (leave, move, delete: only now, once every payload of the
    file is recorded, which makes it durable here), then the file's final state. A file
    that fails (steps, a vanished file, a permission error) is recorded ``failed`` with
@@ -106,6 +108,7 @@ class JobRunner:
         self.progressed = False
         self._broken: BaseException | None = None
         self.finishes = Finishes(self._db)
+        self._large = asyncio.Semaphore(min(provider.large_concurrency, provider.concurrency))
 
     async def _db(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -204,10 +207,11 @@ class JobRunner:
                 outcome, request_ids, sha256 = await self.ingest.ingest_data(row.path, data)
             else:
                 part = self.incomplete / f"{row.id}.part"
-                downloaded = await Download(session, row, part, self.services.executor,
-                                            lambda offset: self._checkpoint(row, offset),
-                                            self.ingest.needs_sha1()).run()
-                outcome, request_ids = await self.ingest.ingest(row.path, downloaded)
+                async with self._large:
+                    downloaded = await Download(session, row, part, self.services.executor,
+                                                lambda offset: self._checkpoint(row, offset),
+                                                self.ingest.needs_sha1()).run()
+                    outcome, request_ids = await self.ingest.ingest(row.path, downloaded)
                 sha256 = downloaded.sha256
             disposal, message = await self._dispose(session, row)
             await self.finishes.record(row.id, outcome, sha256=sha256, request_ids=request_ids,

@@ -60,6 +60,7 @@ def test_yaml_and_toml(tmp_path: Path) -> None:
                     f'schedule = 60\nconcurrency = 2\n')
     beta = load_providers(toml, SERVICES, {})["beta"]
     assert (beta.service, beta.schedule, beta.concurrency, beta.port) == ("assets", 60.0, 2, 22)
+    assert (acme.concurrency, acme.large_concurrency) == (16, 4)  # the defaults
 
 
 @pytest.mark.parametrize(("entry", "says"), [
@@ -81,6 +82,7 @@ def test_yaml_and_toml(tmp_path: Path) -> None:
     (good(schedule="soon"), "schedule must be a positive duration"),
     (good(schedule=0), "schedule must be a positive duration"),
     (good(concurrency=0), "concurrency must be an integer from 1 to 64"),
+    (good(large_concurrency=65), "large_concurrency must be an integer from 1 to 64"),
     (good(recursive="yes"), "recursive must be true or false"),
     (good(pattern=[]), "pattern must be a glob"),
     ("just a string", "expected a table of settings"),
