@@ -203,6 +203,7 @@ class Deployment:
         self.bundlers: list[Process] = []
         self.cpu_of_killed: dict[str, float] = {}
         self.restarted = False
+        self.killed_at = self.ready_at = 0.0  # time.monotonic() of the kill, of both back
 
     def start(self) -> None:
         """All roles at once (migrations under their lock), then wait for each."""
@@ -226,6 +227,7 @@ class Deployment:
             assert process is not None
             self.cpu_of_killed[kind] = self.cpu_of_killed.get(kind, 0.0) + cpu_seconds(process.pid)
             process.send_signal(signal.SIGKILL)
+        self.killed_at = time.monotonic()
         for process in (gateway.process, validator.process):
             assert process is not None
             process.wait(30)
@@ -234,6 +236,7 @@ class Deployment:
         restarted.wait_ready("gateway listening", 120)
         self.gateways[0] = restarted
         self.validators[0].wait_ready("running", 120)
+        self.ready_at = time.monotonic()
         self.restarted = True
 
     def ports(self) -> list[int]:
@@ -386,6 +389,9 @@ def figures(phase: Phase, tally: Tally, drain: float) -> dict[str, Any]:
         "ingest_rate": round(len(accepted) / (last_202 - began), 1),
     }
     if len(arrivals) > 1:
+        # the longest pause in announcements (the kill's, when there is one), from the start
+        gap, after = max((b - a, a) for a, b in zip(arrivals, arrivals[1:]))
+        out["longest_pause_in_available"] = f"{gap:.1f} s from +{after - began:.1f} s"
         out["verdict_rate"] = round(len(arrivals) / (arrivals[-1] - arrivals[0]), 1)
         out["end_to_end_rate"] = round(len(arrivals) / (arrivals[-1] - began), 1)
         out["lag_last_202_to_last_available"] = round(arrivals[-1] - last_202, 2)
@@ -409,6 +415,10 @@ def run_scale(scale: int, args: argparse.Namespace) -> dict[str, Any]:
         drive(steady, deployment, args.clients, kill_at=None if args.no_kill else args.uploads // 2)
         result["steady"] = figures(steady, tally, args.drain)
         result["steady"]["killed_and_restarted"] = deployment.restarted
+        if deployment.restarted:  # seconds from the first send
+            began = min(sent.sent_at for sent in steady.sent)
+            result["steady"]["killed_at"] = f"+{deployment.killed_at - began:.1f} s"
+            result["steady"]["both_back_at"] = f"+{deployment.ready_at - began:.1f} s"
         burst = Phase("burst", args.burst, None)
         drive(burst, deployment, args.clients)
         result["burst"] = figures(burst, tally, args.drain)
