@@ -8,7 +8,10 @@ whose werkzeug server closes the connection after every response, so every boto3
 the roles opened a TCP connection and moto started a thread for it, CPU that a real S3
 deployment does not spend), a fresh database on the PostgreSQL server at
 127.0.0.1:5432, and N of each role, ``sys.executable app.py gateway`` / ``validator
-testareno`` / ``bundler``, each a process of its own. Then:
+testareno`` / ``bundler``, each a process of its own, all started at once. Once every
+process is ready and its consumer has partitions (``start_seconds``: on the mock cluster
+the second of two members gets its partitions ~18 s after it is ready, see
+``Deployment.start``):
 
 1. steady: ``--uploads`` (2,000) small multipart uploads at ``--rate`` (50/s), spread over
    the gateways; half-way one gateway and one validator are SIGKILLed and started again
@@ -40,6 +43,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,6 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
+from common import remove_workdir  # noqa: E402  # bench/, the script's own directory
 
 from bus.kafka import KafkaBus  # noqa: E402
 from bus.topics import AVAILABLE, all_topics  # noqa: E402
@@ -64,6 +69,7 @@ from tests.faults.fault_run import AWS_ENV, Role, _database  # noqa: E402
 from tests.helpers import free_port, identity, wait_for  # noqa: E402
 
 CONTENT_TYPE = "application/vnd.redhat.testareno.scaleout+tgz"
+ASSIGNED = re.compile(r"group \S+: assigned (?!nothing)")  # bus/kafka.py's INFO line
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -99,6 +105,11 @@ class Process(Role):
             return line in self._since()
         if not wait_for(ready, timeout, interval=0.2):
             raise RuntimeError(f"{self.role} not ready:\n{self._since()[-3000:]}")
+
+    def wait_ready_pattern(self, pattern: re.Pattern[str], timeout: float) -> None:
+        """Wait until this start's part of the log matches ``pattern``."""
+        if not wait_for(lambda: pattern.search(self._since()) is not None, timeout, 0.2):
+            raise RuntimeError(f"{self.role}: no {pattern.pattern!r}:\n{self._since()[-3000:]}")
 
     def _since(self) -> str:
         with self.log.open("rb") as file:
@@ -215,6 +226,13 @@ class Deployment:
             role.wait_ready("running", 120)
         for gateway in self.gateways:
             gateway.wait_ready("gateway listening", 120)
+        # Each consumer group settles before the load: a process is ready before its
+        # consumer has partitions, and on librdkafka's mock every join holds the group in
+        # Joining for the session timeout minus 1 s, twice for a cooperative move (the
+        # second of 2 gateways got its partitions 18 s after it was ready), which a broker
+        # ends as soon as every member has rejoined. The kill is measured, not the start.
+        for role in self.gateways + self.validators + self.bundlers:
+            role.wait_ready_pattern(ASSIGNED, 120)
 
     def _role(self, role: list[str], name: str, port: int | None = None) -> Process:
         return Process({**self.env, "WORKDIR": str(self.workdir / name)}, role, name,
@@ -407,6 +425,7 @@ def run_scale(scale: int, args: argparse.Namespace) -> dict[str, Any]:
     try:
         started = time.monotonic()
         deployment.start()
+        # start, and every consumer group settled with partitions for each process
         result: dict[str, Any] = {"start_seconds": round(time.monotonic() - started, 1)}
         tally = Tally(deployment.settings)
         loaded = time.monotonic()
@@ -441,6 +460,7 @@ def run_scale(scale: int, args: argparse.Namespace) -> dict[str, Any]:
         if tally is not None:
             tally.stop()
         deployment.stop()
+        remove_workdir(workdir)  # the roles' logs and WORKDIRs (kept with BENCH_KEEP=1)
 
 
 def main() -> int:
