@@ -49,6 +49,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from bus import Bus, BusUnavailable, Consumer, Message, OutMessage, Producer, Refused
 from bus.doorbell import Doorbell
 from core.settings import Settings
+from db.turn import write_turn
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,6 +91,7 @@ class _Connections:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.turn = write_turn(path)  # the writers of every process take turns (db.turn)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -125,13 +127,6 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 Statement = tuple[str, Sequence[object]]
-
-
-# Writers of one process take turns here before BEGIN IMMEDIATE: SQLite's busy handler
-# waits for the write lock by sleeping (1, 2, 5 ... 100 ms), which put tens of
-# milliseconds between the relay, the validators and the consumers' commits of one
-# process (bench/latency.py). Other processes still meet the busy handler.
-_WRITE_TURN = threading.Lock()
 
 
 class _Appends:
@@ -172,9 +167,14 @@ def _appends(path: Path) -> _Appends:
         return _APPENDS[key]
 
 
-def _in_write_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``work`` in one write transaction (BEGIN IMMEDIATE: no lock upgrade deadlock)."""
-    with _WRITE_TURN:
+def _in_write_transaction(conns: _Connections, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``work`` in one write transaction (BEGIN IMMEDIATE: no lock upgrade deadlock),
+    in the file's write turn: SQLite's busy handler waits for the write lock by sleeping
+    (1, 2, 5 ... 100 ms), which put tens of milliseconds between the relay, the
+    validators and the consumers' commits of one process (bench/latency.py), and between
+    the processes of ``gateway --workers N`` (issue 14)."""
+    conn = conns.get()
+    with conns.turn():
         return _write_transaction(conn, work)
 
 
@@ -193,10 +193,10 @@ def _write_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connect
     return result
 
 
-def _write(conn: sqlite3.Connection, statements: Sequence[Statement]) -> list[int]:
+def _write(conns: _Connections, statements: Sequence[Statement]) -> list[int]:
     """Run ``statements`` in one write transaction; returns each one's row count."""
     return _in_write_transaction(
-        conn, lambda c: [c.execute(sql, params).rowcount for sql, params in statements])
+        conns, lambda c: [c.execute(sql, params).rowcount for sql, params in statements])
 
 
 def _read_one(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> tuple[Any, ...] | None:
@@ -257,8 +257,8 @@ class LocalProducer(Producer):
     def prune(self) -> int:
         """Delete what retention allows (see the module docstring); returns how many."""
         cutoff = time.time() - self._retention
-        conn = self._conns.get()
-        deleted = _in_write_transaction(conn, lambda c: c.execute(PRUNE_SQL, (cutoff,)).rowcount)
+        deleted = _in_write_transaction(
+            self._conns, lambda c: c.execute(PRUNE_SQL, (cutoff,)).rowcount)
         self._pruned_at = time.monotonic()
         if deleted:
             logger.info("embedded bus: pruned %d messages older than %.0f h", deleted,
@@ -274,7 +274,7 @@ class LocalProducer(Producer):
         now = time.time()
         rows = [(m.topic, m.key, bytes(m.value), now) for m in messages]
         sql = "INSERT INTO messages (topic, key, value, ts) VALUES (?, ?, ?, ?)"
-        _in_write_transaction(conn, lambda c: c.executemany(sql, rows))
+        _in_write_transaction(self._conns, lambda c: c.executemany(sql, rows))
         topics = [m.topic for m in messages]
         self._appends.appended(topics)
         self._appends.doorbell.ring(topics)
@@ -338,7 +338,7 @@ class LocalConsumer(Consumer):
         )]
         if message.topic in self._leases:
             statements.append(self._renew_statement(message.topic, now))
-        counts = _write(self._conns.get(), statements)
+        counts = _write(self._conns, statements)
         if message.topic in self._leases:
             self._after_renew(message.topic, now, counts[-1])
 
@@ -348,7 +348,7 @@ class LocalConsumer(Consumer):
             self._leases.clear()
             sql = 'DELETE FROM leases WHERE "group" = ? AND topic = ? AND owner = ?'
             try:
-                _write(self._conns.get(), [(sql, (self.group, t, self.owner)) for t in held])
+                _write(self._conns, [(sql, (self.group, t, self.owner)) for t in held])
             except BusUnavailable as exc:
                 logger.warning("group %s: could not release leases (%s); they expire",
                                self.group, exc)
@@ -395,7 +395,7 @@ class LocalConsumer(Consumer):
             if expires is None:
                 self._try_acquire(topic, now)
             elif expires - now < self.lease_seconds / 2:
-                count = _write(self._conns.get(), [self._renew_statement(topic, now)])[0]
+                count = _write(self._conns, [self._renew_statement(topic, now)])[0]
                 self._after_renew(topic, now, count)
 
     def _renew_statement(self, topic: str, now: float) -> Statement:
@@ -416,7 +416,7 @@ class LocalConsumer(Consumer):
                         (self.group, topic))
         if row is not None and row[0] != self.owner and row[1] >= now:
             return  # another member holds it; checking is a cheap read
-        counts = _write(conn, [(
+        counts = _write(self._conns, [(
             'INSERT INTO leases ("group", topic, owner, expires) VALUES (?, ?, ?, ?) '
             'ON CONFLICT ("group", topic) DO UPDATE SET owner = excluded.owner, '
             "expires = excluded.expires WHERE leases.owner = excluded.owner OR leases.expires < ?",

@@ -17,7 +17,6 @@ import datetime as dt
 import fcntl
 import json
 import logging
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -33,6 +32,7 @@ from db.engine import as_utc, make_engine, utcnow
 from db.fence import CleanupFence, RecordTooLate
 from db.outbox import OutboxItem, OutboxQueries, OutboxRow
 from db.schema import upload_events, uploads
+from db.turn import write_turn
 from db.tus import TusQueries, tus_uploads
 
 __all__ = ["OPEN_FOR_VERDICT", "RANK", "VERDICT_STATUS", "Database", "MigrationError",
@@ -120,7 +120,8 @@ class Database(OutboxQueries, TusQueries, CleanupFence):
     def __init__(self, url: str, status_topic: str = PAYLOAD_STATUS) -> None:
         self.url = url
         self.engine = make_engine(url)
-        self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else None
+        self._turn = (write_turn(self.engine.url.database)
+                      if self.engine.dialect.name == "sqlite" else None)
         self.status_topic = status_topic
 
     def migrate(self) -> None:
@@ -157,23 +158,25 @@ class Database(OutboxQueries, TusQueries, CleanupFence):
 
     @contextmanager
     def _begin(self, replayable: bool = False) -> Iterator[Connection]:
-        """A write transaction. On SQLite, writers of this process take turns on a lock
-        first: SQLite has one writer at a time, and its busy handler waits by sleeping
-        (1, 2, 5 ... 100 ms), which made the p99 of small uploads seconds long.
+        """A write transaction. On SQLite, writers take turns first (``db.turn``: the
+        threads of this process on a lock, the processes on a ``flock`` beside the file):
+        SQLite has one writer at a time, and its busy handler waits by sleeping (1, 2, 5
+        ... 100 ms), which made the p99 of small uploads seconds long in one process
+        and, with ``--workers 2``, between the processes (issue 14, bench/README.md).
 
         ``replayable``: losing this transaction to a power cut only repeats work (the
         relay's pass: what it recorded as sent is sent again, at least once), so on
         SQLite it commits with ``synchronous=NORMAL``: no fsync of its own while every
         other writer waits (the next FULL commit syncs it with the rest of the WAL)."""
-        if self._write_lock is None:
+        if self._turn is None:
             with self.engine.begin() as conn:
                 yield conn
             return
         if not replayable:
-            with self._write_lock, self.engine.begin() as conn:
+            with self._turn(), self.engine.begin() as conn:
                 yield conn
             return
-        with self._write_lock, self.engine.connect() as conn:
+        with self._turn(), self.engine.connect() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
             raw.execute("PRAGMA synchronous=NORMAL")

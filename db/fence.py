@@ -13,6 +13,7 @@ others for long; on SQLite it is the database's single write lock.
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from typing import Collection
 
 from sqlalchemy import Connection, select, text
@@ -37,6 +38,9 @@ class CleanupFence:
 
     engine: Engine
 
+    def _begin(self, replayable: bool = False) -> AbstractContextManager[Connection]:
+        raise NotImplementedError
+
     def _fence_shared(self, conn: Connection) -> None:
         """Hold the fence's shared side for the rest of ``conn``'s transaction (a record
         transaction; on SQLite its first write takes the lock)."""
@@ -60,7 +64,7 @@ class CleanupFence:
         postgres = self.engine.dialect.name == "postgresql"
         for attempt in range(ATTEMPTS):
             try:
-                with self.engine.begin() as conn:
+                with self._begin() as conn:  # on SQLite, in its write turn (db.turn)
                     if postgres:
                         conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
                         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),

@@ -36,6 +36,22 @@ bus.close()
 """
 
 
+TURN_SCRIPT = """
+import sys
+from bus import OutMessage
+from bus.local import LocalBus
+from core.settings import Settings
+
+workdir, name = sys.argv[1], sys.argv[2]
+bus = LocalBus(Settings.from_env({"WORKDIR": workdir}))
+producer = bus.producer()
+for i in range(300):  # timeout 1 ms: SQLite's busy handler sleeps 1 ms once, then fails
+    assert producer.send([OutMessage("shared", name, f"{name}-{i}".encode())], 0.001) == [True]
+producer.close()
+bus.close()
+"""
+
+
 def local_settings(workdir: Path) -> Settings:
     return Settings.from_env({"WORKDIR": str(workdir)})
 
@@ -72,6 +88,20 @@ def test_two_processes_producing_at_once_lose_nothing(bus: LocalBus, tmp_path: P
     for name in ("p1", "p2"):
         expected = [f"{name}-{i}".encode() for i in range(500)]
         assert [m.value for m in received if m.key == name] == expected
+
+
+def test_two_processes_take_turns_without_meeting_the_lock(bus: LocalBus, tmp_path: Path) -> None:
+    """Writers of two processes take turns on ``bus.sqlite.write-turn`` (db/turn.py), so
+    with a 1 ms busy timeout, where meeting the other's write lock would fail the send,
+    all 600 single-message transactions commit."""
+    procs = [subprocess.Popen([sys.executable, "-c", TURN_SCRIPT, str(tmp_path), name],
+                              cwd=ROOT) for name in ("p1", "p2")]
+    assert [proc.wait(30) for proc in procs] == [0, 0]
+    assert (tmp_path / "bus.sqlite.write-turn").exists()
+    received = consume(bus, group_name(), ["shared"], 600, timeout=10)
+    for name in ("p1", "p2"):
+        assert [m.value for m in received if m.key == name] == [
+            f"{name}-{i}".encode() for i in range(300)]
 
 
 def test_survives_close_and_reopen(tmp_path: Path, topic: str) -> None:
