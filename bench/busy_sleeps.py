@@ -8,7 +8,8 @@ for a few seconds in the middle of the run.
 SQLite's busy handler waits for a lock with ``usleep`` (1, 2, 5, 10, 15, 20, 25, 25, 25,
 50, 50, 100 ms), a relative ``clock_nanosleep`` on CLOCK_REALTIME; Python's ``time.sleep``
 sleeps until an absolute CLOCK_MONOTONIC time, so the two are told apart. The write turns
-(db/turn.py) show as ``flock`` calls. Needs wrk and perf.
+(db/turn.py) show as ``flock`` calls; ``fsync``/``fdatasync`` calls are counted too.
+Needs wrk and perf.
 """
 from __future__ import annotations
 
@@ -29,13 +30,15 @@ LINE = re.compile(r"\(\s*([\d.]+) ms\): (?:\S+/\d+ )?(\w+)\((.*)\)")
 def summarise(trace: str) -> dict[str, object]:
     sleeps: collections.Counter[int] = collections.Counter()
     asleep = flock_ms = 0.0
-    python = flocks = 0
+    python = flocks = syncs = 0
     for line in trace.splitlines():
         match = LINE.search(line)
         if not match:
             continue
         duration, call, args = float(match.group(1)), match.group(2), match.group(3)
-        if call == "flock":
+        if call in ("fsync", "fdatasync"):
+            syncs += 1
+        elif call == "flock":
             flocks += 1
             flock_ms += duration
         elif "which_clock" in args or "TIMER_ABSTIME" in args:
@@ -45,7 +48,7 @@ def summarise(trace: str) -> dict[str, object]:
             asleep += duration
     return {"sleeps": sum(sleeps.values()), "asleep_ms": asleep,
             "by_ms": dict(sorted(sleeps.items())), "python_sleeps": python,
-            "flocks": flocks, "flock_ms": flock_ms}
+            "flocks": flocks, "flock_ms": flock_ms, "syncs": syncs}
 
 
 def worker_pids(log: Path, fallback: int) -> list[int]:
@@ -75,7 +78,7 @@ def main() -> None:
         time.sleep(max(0.0, (args.seconds - args.trace_seconds) / 2))
         out = workdir / "trace.txt"
         subprocess.run(["timeout", "-s", "INT", str(args.trace_seconds), "perf", "trace", "-o",
-                        str(out), "-e", "clock_nanosleep,nanosleep,flock",
+                        str(out), "-e", "clock_nanosleep,nanosleep,flock,fsync,fdatasync",
                         "-p", ",".join(map(str, pids))], check=False)
         load.join()
         found = summarise(out.read_text())
@@ -86,7 +89,8 @@ def main() -> None:
     print(f"  in {args.trace_seconds} s of {len(pids)} process(es): {found['sleeps']} busy-handler "
           f"sleeps, {found['asleep_ms']:.0f} ms asleep (by ms: {found['by_ms']}); "
           f"{found['flocks']} flock calls ({found['flock_ms']:.0f} ms waiting in them); "
-          f"{found['python_sleeps']} time.sleep calls")
+          f"{found['python_sleeps']} time.sleep calls; {found['syncs']} fsync/fdatasync calls "
+          f"({found['syncs'] / max(1.0, float(result['rps']) * args.trace_seconds):.1f} per upload)")
 
 
 if __name__ == "__main__":

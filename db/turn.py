@@ -18,11 +18,12 @@ writes: sign-in, pull jobs, the bundler) still meet SQLite's busy handler and it
 timeout, which stays as the safety net.
 
 Kept because it pays (issue 14, bench/README.md, 2026-12-01, busy 2-core Xeon VM):
-``gateway --workers 2`` on embedded SQLite spent 3.0 s of its threads' time per 4 s in
-SQLite's busy-handler sleeps (406 sleeps of 1 to 100 ms, ``perf trace``) and answered
-1.07x one process's rate with a p99 of 374-751 ms; with turns there is no such sleep
-(1,795 ``flock`` calls instead), 1.43x (1.06-1.47) with a p99 of 54-68 ms. One process
-is unchanged within the noise (two uncontended ``flock`` calls per transaction).
+``gateway --workers 2`` on embedded SQLite spent 3.0-3.2 s of its threads' time per 4 s
+in SQLite's busy-handler sleeps (392-406 sleeps of 1 to 100 ms, bench/busy_sleeps.py) and
+its p99 was 219-974 ms; with turns there is no such sleep (~1,700 ``flock`` calls
+instead), the p99 is 49-71 ms, and two processes take 1.17x one process's rate (median of
+8 pairs; 1.04x before). One process is unchanged within the noise (two uncontended
+``flock`` calls per transaction).
 
 A turn file is opened once per process (a forked child opens its own: a ``flock`` is
 shared by every descriptor of the same open file, so a descriptor inherited across
