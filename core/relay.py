@@ -18,6 +18,12 @@ first pass that succeeds again, the leases that ran out after the outage began (
 lease, for a relay that noticed late): their relays, if alive, record them meanwhile;
 those of a relay that died are claimed after the hold.
 
+On PostgreSQL a relay does not wait for the lease of a relay that died: each relay holds
+an advisory lock of its own while it lives and marks its claims with its id, and the
+unexpired leases of an id whose lock has been gone for ``db.presence.GRACE`` (3 s) are
+claimed at once (db/presence.py says why the grace, and how a live relay that lost its
+lock connection re-takes it). A hold covers those leases too.
+
 A message the bus refuses for good (``bus.Refused``: larger than the broker's message size
 limit, invalid) is parked on its own (``outbox.parked_at``, its reason in ``last_error``,
 ``gateway_outbox_parked_total``, an error logged with its request_id) and never claimed
@@ -98,11 +104,14 @@ class OutboxRelay:
         self._depth_at = 0.0
         self._sent: list[OutboxRow] = []  # acknowledged, recorded by the next pass
         self._failing_since: float | None = None  # an outage: logged once (core/health.py)
+        self._presence = database.relay_presence()  # PostgreSQL: see db/presence.py
 
     def wake(self) -> None:
         self._wake.set()
 
     def start(self) -> None:
+        if self._presence is not None:
+            self._presence.start()
         self._thread = threading.Thread(target=self.run, name="outbox-relay", daemon=True)
         self._thread.start()
 
@@ -112,6 +121,8 @@ class OutboxRelay:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._presence is not None:
+            self._presence.close()
 
     def run(self) -> None:
         producer = self.bus.producer()
@@ -181,8 +192,11 @@ class OutboxRelay:
         else:
             held_after = self._held_after = None
         try:
-            rows = self.database.outbox_sent_and_claim(self._sent, BATCH, self.lease, held_after)
+            rows = self.database.outbox_sent_and_claim(self._sent, BATCH, self.lease, held_after,
+                                                       self._presence)
         except DBAPIError:
+            if self._presence is not None:
+                self._presence.forget()
             if self._down_since is None:
                 self._down_since = utcnow()
             raise

@@ -14,6 +14,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy.engine import Engine
 
 from db.engine import utcnow
+from db.presence import RelayPresence
 from db.schema import outbox
 
 _INSERT_OUTBOX = insert(outbox)
@@ -22,10 +23,13 @@ _FREE = outbox.c.parked_at.is_(None) & (
     outbox.c.claimed_until.is_(None) | (outbox.c.claimed_until < bindparam("now")))
 # with a hold (see OutboxRelay): a lease that ran out after ``held_after`` is not free yet
 _NOT_HELD = outbox.c.claimed_until.is_(None) | (outbox.c.claimed_until <= bindparam("held_after"))
-_CLAIMS: dict[tuple[int, bool], Any] = {}
+# a lease held by a relay that is gone (db/presence.py): claimable before it runs out
+_DEAD_CLAIMER = outbox.c.parked_at.is_(None) & outbox.c.claimed_by.in_(
+    bindparam("dead", expanding=True))
+_CLAIMS: dict[tuple[int, bool, bool], Any] = {}
 
 
-def _claim_statement(limit: int, hold: bool = False) -> Any:
+def _claim_statement(limit: int, hold: bool = False, takeover: bool = False) -> Any:
     """Lease the ``limit`` oldest free messages in one statement (SQLite ≥ 3.35,
     PostgreSQL); built once per limit:
 
@@ -39,13 +43,17 @@ def _claim_statement(limit: int, hold: bool = False) -> Any:
     run once: as an ``IN (subquery)`` the planner may rescan it for each row, and each
     rescan skips the rows the update itself has just locked, so more than ``limit`` rows
     were claimed. SQLite has one writer at a time and no row locks; FOR UPDATE is left
-    out there."""
-    statement = _CLAIMS.get((limit, hold))
+    out there.
+
+    ``takeover``: the leases of the claimers in ``dead`` are free too (db/presence.py);
+    a hold applies to them as well."""
+    statement = _CLAIMS.get((limit, hold, takeover))
     if statement is None:
-        free = (_FREE & _NOT_HELD) if hold else _FREE
+        free = (_FREE | _DEAD_CLAIMER) if takeover else _FREE
+        free = (free & _NOT_HELD) if hold else free
         picked = (select(outbox.c.id).where(free).order_by(outbox.c.id).limit(limit)
                   .with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED"))
-        statement = _CLAIMS[(limit, hold)] = (
+        statement = _CLAIMS[(limit, hold, takeover)] = (
             update(outbox)
             .where(outbox.c.id == picked.c.id)
             .values(claimed_by=bindparam("me"), claimed_until=bindparam("until"))
@@ -103,13 +111,19 @@ class OutboxQueries:
             return self._claim(conn, limit, lease_seconds)
 
     def _claim(self, conn: Connection, limit: int, lease_seconds: float,
-               held_after: dt.datetime | None = None) -> list[OutboxRow]:
+               held_after: dt.datetime | None = None,
+               presence: RelayPresence | None = None) -> list[OutboxRow]:
         now = utcnow()
-        params: dict[str, Any] = {"now": now, "me": uuid.uuid4().hex,
+        me = presence.claimer() if presence is not None else uuid.uuid4().hex
+        params: dict[str, Any] = {"now": now, "me": me,
                                   "until": now + dt.timedelta(seconds=lease_seconds)}
         if held_after is not None:
             params["held_after"] = held_after
-        rows = conn.execute(_claim_statement(limit, held_after is not None), params).all()
+        dead = presence.dead(conn, now) if presence is not None else []
+        if dead:
+            params["dead"] = dead
+        rows = conn.execute(_claim_statement(limit, held_after is not None, bool(dead)),
+                            params).all()
         rows = sorted(rows)  # RETURNING gives no order; the id is first
         return [OutboxRow(*r) for r in rows]
 
@@ -122,14 +136,23 @@ class OutboxQueries:
 
     def outbox_sent_and_claim(self, sent: Sequence[OutboxRow], limit: int,
                               lease_seconds: float = 30.0,
-                              held_after: dt.datetime | None = None) -> list[OutboxRow]:
+                              held_after: dt.datetime | None = None,
+                              presence: RelayPresence | None = None) -> list[OutboxRow]:
         """``outbox_sent(sent)`` then ``claim_outbox(limit)`` in one transaction: the
         relay's pass commits once instead of twice (the status messages that ``sent``
         records are claimable at once). Replayable (see ``_begin``). ``held_after``: a
-        lease that ran out after that moment is not claimed (core/relay.py's hold)."""
+        lease that ran out after that moment is not claimed (core/relay.py's hold).
+        ``presence`` (PostgreSQL): the claims carry the relay's id, and the unexpired
+        leases of relays found dead are claimed too (db/presence.py)."""
         with self._begin(replayable=True) as conn:
             self._sent(conn, sent)
-            return self._claim(conn, limit, lease_seconds, held_after)
+            return self._claim(conn, limit, lease_seconds, held_after, presence)
+
+    def relay_presence(self) -> RelayPresence | None:
+        """A relay's presence lock (PostgreSQL; ``None`` on SQLite), not yet started."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        return RelayPresence(self.engine)
 
     def _sent(self, conn: Connection, sent: Sequence[OutboxRow]) -> None:
         if not sent:
