@@ -153,6 +153,15 @@ class PayloadWriter:
             self._write_stored(self._gzip.flush())
         self._object().commit()
 
+    async def drain(self) -> None:
+        """Write what is gathered and wait for it: ``content_sha256`` then covers every
+        byte written so far (a caller that needs the digest before ``commit``)."""
+        if self._pending:
+            await self._flush_block()
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            await inflight
+
     async def commit(self) -> dict[str, str]:
         """Write what is left and make the object durable. Returns the content's
         ``sha256`` and, when stored compressed, ``stored_sha256`` and the content's

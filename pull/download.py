@@ -33,6 +33,7 @@ from typing import Any, Awaitable, Callable
 
 import asyncssh
 
+from core.ingest import PayloadWriter
 from pull.remote import (
     BLOCK,
     CONNECTION_ERRORS,
@@ -58,27 +59,35 @@ WHOLE_MAX = 1024 * 1024
 class Downloaded:
     path: Path
     size: int
-    sha256: str
+    sha256: str | None  # None: not hashed (a stream given up), the caller hashes the file
     sha1: str | None
     read: int  # bytes this attempt read from the server
+    streamed: bool = False  # every byte also went to the stream, which holds the payload
 
 
 class PartFile:
     """The incomplete file, written in order from ``offset``; blocking (executor)."""
 
-    def __init__(self, path: Path, offset: int, sha1: bool) -> None:
+    def __init__(self, path: Path, offset: int, sha1: bool, hashing: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             self.offset = min(offset, os.fstat(self.fd).st_size)
             os.ftruncate(self.fd, self.offset)
+            self.hashing = hashing
             self.sha256 = hashlib.sha256()
             self.sha1 = hashlib.sha1() if sha1 else None  # noqa: S324 - asset events name it
-            self._hash_prefix()
+            if hashing:
+                self._hash_prefix()
+            else:
+                os.lseek(self.fd, self.offset, os.SEEK_SET)
         except BaseException:
             os.close(self.fd)
             raise
+
+    def read_prefix(self, position: int) -> bytes:
+        return os.pread(self.fd, min(READ_BLOCK, self.offset - position), position)
 
     def _hash_prefix(self) -> None:
         position = 0
@@ -91,6 +100,8 @@ class PartFile:
         os.lseek(self.fd, self.offset, os.SEEK_SET)
 
     def _hash(self, block: bytes) -> None:
+        if not self.hashing:
+            return
         self.sha256.update(block)
         if self.sha1 is not None:
             self.sha1.update(block)
@@ -116,8 +127,11 @@ class Download:
     progress (it is awaited after the data is fsynced)."""
 
     def __init__(self, session: Session, row: FileRow, part: Path, executor: Executor,
-                 checkpoint: Callable[[int], Awaitable[None]], sha1: bool) -> None:
+                 checkpoint: Callable[[int], Awaitable[None]], sha1: bool,
+                 stream: PayloadWriter | None = None, stream_seconds: float = 0.0) -> None:
         self.session = session
+        self.stream = stream
+        self.stream_seconds = stream_seconds
         self.row = row
         self.part_path = part
         self.executor = executor
@@ -133,18 +147,28 @@ class Download:
         return await asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
 
     async def run(self) -> Downloaded:
+        hashing = self.stream is None or self.sha1  # the stream hashes sha256 itself
         part = self._part = await self._run(PartFile, self.part_path, self.row.bytes_done,
-                                            self.sha1)
+                                            self.sha1, hashing)
         try:
+            if self.stream is not None:
+                await self._feed_prefix(part)
             if part.offset < self.row.size:
                 await self._fetch(part)
             await self._settle()
             if part.offset != self.row.size:
                 raise RemoteFileError("changed", f"{self.row.path}: {part.offset} bytes "
                                       f"arrived, {self.row.size} were listed")
+            sha1 = part.sha1.hexdigest() if part.sha1 and hashing else None
+            if self.stream is not None:
+                # the payload is made durable by the stream's commit: the incomplete file
+                # needs no last fsync (a failure from here resumes from the last checkpoint)
+                await self.stream.drain()
+                return Downloaded(self.part_path, part.offset, self.stream.content_sha256,
+                                  sha1, self.read, streamed=True)
             await self._save()
-            return Downloaded(self.part_path, part.offset, part.sha256.hexdigest(),
-                              part.sha1.hexdigest() if part.sha1 else None, self.read)
+            return Downloaded(self.part_path, part.offset,
+                              part.sha256.hexdigest() if hashing else None, sha1, self.read)
         except BaseException:
             await self._settle(quiet=True)
             if part.offset > self._recorded:
@@ -212,13 +236,40 @@ class Download:
             await self._write(b"".join(batch))
 
     async def _write(self, block: bytes) -> None:
-        """One write in flight: the next batch is gathered while it runs."""
+        """One write in flight: the next batch is gathered while it runs. The stream
+        (when there is one) gets the same block and writes it in parallel."""
         if self._inflight is not None:
             await self._inflight
         assert self._part is not None
         loop = asyncio.get_running_loop()
         self._inflight = asyncio.wrap_future(self.executor.submit(self._part.write, block),
                                              loop=loop)
+        if self.stream is not None:
+            if time.monotonic() - self.stream.opened > self.stream_seconds:
+                await self._give_up_stream()
+            else:
+                await self.stream.write(block)
+
+    async def _feed_prefix(self, part: PartFile) -> None:
+        """A resumed transfer: the bytes already held go to the stream first."""
+        assert self.stream is not None
+        position = 0
+        while position < part.offset:
+            block = await self._run(part.read_prefix, position)
+            if not block:
+                raise OSError(f"{part.path} is shorter than its checkpoint")
+            await self.stream.write(block)
+            position += len(block)
+
+    async def _give_up_stream(self) -> None:
+        """The transfer is slow: a payload must be recorded within INGEST_DEADLINE of
+        its stream's opening, so the file is ingested from the incomplete file instead,
+        once complete (hashed then)."""
+        stream, self.stream = self.stream, None
+        assert stream is not None
+        logger.info("path=%s slow transfer: ingested from the incomplete file once complete",
+                    self.row.path)
+        await stream.abort()
 
     async def _settle(self, quiet: bool = False) -> None:
         if self._inflight is not None:

@@ -20,7 +20,7 @@ import logging
 import shutil
 import tempfile
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -30,7 +30,6 @@ from core.assets import asset_events
 from core.ingest import BLOCK, Payload, PayloadWriter
 from core.services import Services
 from core.steps import Decryptor, Limits, Prepared, StepError, prepare
-from db import OutboxItem
 from pull.config import Provider
 from pull.download import Downloaded
 
@@ -93,9 +92,17 @@ class PullIngest:
         if self.provider.steps:
             return await self._ingest_steps(remote_path, downloaded.path)
         self._check_size(downloaded.size)
+        if downloaded.sha256 is None:
+            downloaded = await self.hashed(downloaded)
+        assert downloaded.sha256 is not None
         found = Digest(downloaded.sha256, downloaded.sha1 or "", downloaded.size)
         return await self._ingest_items(remote_path, [(Prepared(remote_path, downloaded.path),
                                                        found)])
+
+    async def hashed(self, downloaded: Downloaded) -> Downloaded:
+        """A download not hashed as it arrived (its stream was given up), hashed now."""
+        found = await self._run(digest, downloaded.path)
+        return replace(downloaded, sha256=found.sha256, sha1=found.sha1)
 
     async def ingest_data(self, remote_path: str, data: bytes) -> tuple[str, list[str], str]:
         """``ingest`` for a small file fetched whole into memory (``fetch_whole``): no
@@ -151,54 +158,84 @@ class PullIngest:
 
     async def _one(self, item: Prepared, found: Digest, request_id: str,
                    remote_path: str) -> str:
-        database = self.services.database
-        known = await self._run(database.get_upload, request_id)
+        if await self._known(request_id, item.name):
+            return "duplicate"
+        writer = self.services.ingestor.open(self._payload(item.name, item.steps, request_id,
+                                                           remote_path))
+        try:
+            if isinstance(item.path, io.BytesIO):  # in memory already: no trip to the pool
+                await writer.write(item.path.getvalue())
+            else:
+                await self._copy(item.path, found.size, writer)
+        except BaseException:
+            await writer.abort()
+            raise
+        return await self._record(writer, found, item.name, remote_path)
+
+    def open_stream(self, remote_path: str) -> PayloadWriter | None:
+        """A payload writer the download feeds as the bytes arrive (``ingest_stream``),
+        so that a large file is not read and written a second time; None when the
+        provider has steps (they work on the complete file). Its request id, derived
+        from the content, is set once the download is complete."""
+        if self.provider.steps:
+            return None
+        return self.services.ingestor.open(self._payload(remote_path, (), "", remote_path))
+
+    async def ingest_stream(self, remote_path: str, writer: PayloadWriter,
+                            downloaded: Downloaded) -> tuple[str, list[str]]:
+        """``ingest`` for a download that fed ``writer`` (``open_stream``) every byte."""
+        assert downloaded.sha256 is not None and writer.size == downloaded.size
+        self._check_size(downloaded.size)
+        found = Digest(downloaded.sha256, downloaded.sha1 or "", downloaded.size)
+        request_id = pull_request_id(self.provider.name, found.sha256)
+        if await self._known(request_id, remote_path):
+            await writer.abort()
+            return "duplicate", [request_id]
+        writer.payload.request_id = request_id
+        return await self._record(writer, found, remote_path, remote_path), [request_id]
+
+    async def _known(self, request_id: str, name: str) -> bool:
+        known = await self._run(self.services.database.get_upload, request_id)
         if known is not None:
             logger.info("request_id=%s provider=%s path=%s duplicate: this content was "
                         "already ingested from this provider (status %s)", request_id,
-                        self.provider.name, item.name, known["status"])
-            return "duplicate"
+                        self.provider.name, name, known["status"])
+        return known is not None
+
+    def _payload(self, name: str, steps: tuple[str, ...], request_id: str,
+                 remote_path: str) -> Payload:
         full_path = self._full_path(remote_path)
-        payload = Payload(
+        return Payload(
             request_id=request_id, service=self.provider.service,
             category=self.provider.category, content_type=self.provider.content_type,
-            filename=item.name, source="pull", compress=self.provider.compress,
+            filename=name, source="pull", compress=self.provider.compress,
             metadata={"provider": self.provider.name, "remote_path": full_path,
-                      "steps": list(item.steps)},
+                      "steps": list(steps)},
             extra={"source": "pull", "provider": self.provider.name, "remote_path": full_path},
             note=f"pulled from provider {self.provider.name}: {full_path}",
         )
-        events = (asset_events(item.name, found.sha1, request_id)
+
+    async def _record(self, writer: PayloadWriter, found: Digest, name: str,
+                      remote_path: str) -> str:
+        """Commit the stored payload and record it (``Ingestor.finish``)."""
+        request_id = writer.payload.request_id
+        events = (asset_events(name, found.sha1, request_id)
                   if self.provider.service == ASSETS else [])
         try:
-            await self._store(payload, item.path, found.size, events)
+            await self.services.ingestor.finish(writer, messages=lambda _announcement: events)
         except IntegrityError:
-            if await self._run(database.get_upload, request_id) is None:
+            if await self._run(self.services.database.get_upload, request_id) is None:
                 raise
             logger.info("request_id=%s provider=%s path=%s duplicate (stored meanwhile by "
-                        "another puller)", request_id, self.provider.name, item.name)
+                        "another puller)", request_id, self.provider.name, name)
             return "duplicate"
         logger.info("request_id=%s provider=%s path=%s ingested (%d bytes)", request_id,
-                    self.provider.name, full_path, found.size)
+                    self.provider.name, self._full_path(remote_path), found.size)
         return "ingested"
 
     def _full_path(self, remote_path: str) -> str:
         directory = self.provider.directory
         return remote_path if directory == "." else f"{directory.rstrip('/')}/{remote_path}"
-
-    async def _store(self, payload: Payload, source: Path | BinaryIO, size: int,
-                     events: list[OutboxItem]) -> None:
-        ingestor = self.services.ingestor
-        writer = ingestor.open(payload)
-        try:
-            if isinstance(source, io.BytesIO):  # in memory already: no trip to the pool
-                await writer.write(source.getvalue())
-            else:
-                await self._copy(source, size, writer)
-        except BaseException:
-            await writer.abort()
-            raise
-        await ingestor.finish(writer, messages=lambda _announcement: events)
 
     async def _copy(self, source: Path | BinaryIO, size: int, writer: PayloadWriter) -> None:
         handle = await self._run(open, source, "rb") if isinstance(source, Path) else source

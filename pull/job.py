@@ -208,11 +208,7 @@ class JobRunner:
             else:
                 part = self.incomplete / f"{row.id}.part"
                 async with self._large:
-                    downloaded = await Download(session, row, part, self.services.executor,
-                                                lambda offset: self._checkpoint(row, offset),
-                                                self.ingest.needs_sha1()).run()
-                    outcome, request_ids = await self.ingest.ingest(row.path, downloaded)
-                sha256 = downloaded.sha256
+                    outcome, request_ids, sha256 = await self._large_file(session, row, part)
             disposal, message = await self._dispose(session, row)
             await self.finishes.record(row.id, outcome, sha256=sha256, request_ids=request_ids,
                                        disposal=disposal, message=message, bytes_done=row.size)
@@ -236,6 +232,30 @@ class JobRunner:
                 self.services.executor, part.unlink, True)
         metrics.PULL_FILES.labels(self.provider.name, outcome).inc()
         metrics.PULL_BYTES.labels(self.provider.name, outcome).inc(row.size)
+
+    async def _large_file(self, session: Session, row: FileRow,
+                          part: Path) -> tuple[str, list[str], str]:
+        """Download into the incomplete file (resumable) and, when the provider has no
+        steps, into quarantine at the same time (``PullIngest.open_stream``)."""
+        stream = self.ingest.open_stream(row.path)
+        try:
+            downloaded = await Download(
+                session, row, part, self.services.executor,
+                lambda offset: self._checkpoint(row, offset), self.ingest.needs_sha1(),
+                stream, self.services.settings.ingest_deadline / 3).run()
+            if downloaded.sha256 is None:
+                downloaded = await self.ingest.hashed(downloaded)
+            if downloaded.streamed:
+                assert stream is not None
+                outcome, request_ids = await self.ingest.ingest_stream(row.path, stream,
+                                                                       downloaded)
+            else:
+                outcome, request_ids = await self.ingest.ingest(row.path, downloaded)
+        finally:
+            if stream is not None:
+                await stream.abort()  # nothing when it was recorded (or given up) already
+        assert downloaded.sha256 is not None
+        return outcome, request_ids, downloaded.sha256
 
     async def _checkpoint(self, row: FileRow, offset: int) -> None:
         await self._db(store.checkpoint, row.id, offset)

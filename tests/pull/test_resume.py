@@ -4,13 +4,17 @@ the middle of a job is continued by the next one, from its checkpoint."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from db import Database
+from pull.ingest import PullIngest
 from pull.schema import pull_files, pull_jobs
 from tests.helpers import wait_for
 from tests.pull.harness import PullHarness, entry
@@ -120,3 +124,40 @@ def test_listing_is_not_repeated_when_a_job_continues(tmp_path: Path, sftp: SFTP
         assert job["state"] == "completed" and job["files"]["total"] == 1, job
         time.sleep(0.1)
         assert second.run_job("acme")["files"]["ingested"] == 1
+
+
+def test_large_files_stream_into_quarantine_and_a_slow_one_gives_its_stream_up(
+        tmp_path: Path, sftp: SFTPTestServer, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file over the whole-fetch limit is written to quarantine as it arrives (no
+    second pass), unless its transfer outlasts a third of INGEST_DEADLINE (its record
+    would come too late): then it is hashed and ingested from the incomplete file."""
+    caplog.set_level(logging.INFO)
+    fast = big_file(sftp, "fast.bin", 6 * 1024 * 1024)
+    (sftp.root / "slow").mkdir()
+    slow_path = sftp.root / "slow" / "slow.bin"
+    slow_path.write_bytes(os.urandom(3 * 1024 * 1024))
+    slow = hashlib.sha256(slow_path.read_bytes()).hexdigest()
+    providers = {"acme": entry(sftp), "slowpoke": entry(sftp, directory="/slow")}
+    streamed: list[str] = []
+    original = PullIngest.ingest_stream
+
+    async def counted(self: PullIngest, remote_path: str, *args: Any) -> Any:
+        streamed.append(remote_path)
+        return await original(self, remote_path, *args)
+
+    monkeypatch.setattr(PullIngest, "ingest_stream", counted)
+    with PullHarness(tmp_path, providers, sftp, INGEST_DEADLINE="3") as harness:
+        assert harness.run_job("acme")["files"]["ingested"] == 1
+        assert streamed == ["fast.bin"] and "slow transfer" not in caplog.text
+        sftp.read_delay = 0.2  # 12 reads of 256 KiB, 4 at a time... well over 1 s
+        job = harness.run_job("slowpoke")
+        assert job["files"]["ingested"] == 1, job
+        assert "slow.bin slow transfer: ingested from the incomplete file" in caplog.text
+        assert streamed == ["fast.bin"]
+        assert sorted(str(r["sha256"]) for r in harness.uploads()) == sorted([fast, slow])
+        for row in harness.uploads():
+            assert hashlib.sha256(harness.stored(row)).hexdigest() == row["sha256"]
+        assert len(quarantined(harness)) == 2
+        incomplete = Path(harness.settings.workdir) / harness.settings.s3_quarantine / ".incomplete"
+        assert not any(incomplete.iterdir())  # the stream given up left nothing behind
