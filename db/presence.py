@@ -62,6 +62,7 @@ class RelayPresence:
         self._lock = threading.Lock()
         self._absent: dict[str, float] = {}  # claimer -> time.monotonic() first seen absent
         self._probed_at = 0.0
+        self._reported: set[str] = set()  # the dead claimers logged
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -143,7 +144,12 @@ class RelayPresence:
                 _ABSENT_CLAIMERS, {"now": now, "me": f"{PREFIX}{self.id}",
                                    "ns": RELAY_LOCK_NAMESPACE})}
             self._absent = {c: self._absent.get(c, moment) for c in absent}
-        return sorted(c for c, since in self._absent.items() if moment - since >= self.grace)
+        dead = sorted(c for c, since in self._absent.items() if moment - since >= self.grace)
+        for claimer in set(dead) - self._reported:
+            logger.info("outbox relay %s gone for %.1fs: its unexpired claims are free",
+                        claimer, moment - self._absent[claimer])
+        self._reported = set(dead)
+        return dead
 
     def forget(self) -> None:
         """Start the absence clocks again (the database was unreachable meanwhile: what
