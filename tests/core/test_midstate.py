@@ -65,3 +65,30 @@ def test_a_corrupt_state_is_refused() -> None:
         midstate.load("sha256", bytes(state))
     with pytest.raises(Exception):  # noqa: B017 - struct.error, whatever the length
         midstate.load("sha256", bytes(state[:50]))
+
+
+def test_an_upload_checkpointed_with_rehashes_finishes_with_the_right_digests() -> None:
+    """A tus upload whose hash state a gateway before core/midstate.py (or one falling
+    back to rehashes) saved is continued and finished here, and the other way round."""
+    from core.resumable import HashState
+
+    first, second = os.urandom(70_001), os.urandom(5_003)
+    old = HashState(None, sha1=True)
+    old.sha256, old.sha1 = rehashes.PySha256(), rehashes.PySha1()
+    old.update(first)
+    resumed = HashState(old.dump(), sha1=True)
+    assert isinstance(resumed.sha256, midstate.OpenSSLHasher)
+    resumed.update(second)
+    expected = {"sha256": hashlib.sha256(first + second).hexdigest(),
+                "sha1": hashlib.sha1(first + second).hexdigest()}
+    assert resumed.digests() == expected
+    back = HashState(None, sha1=True)
+    back.update(first)
+    state = back.dump()
+    sizes = (int.from_bytes(state[:2], "big"), int.from_bytes(state[2:4], "big"))
+    with_rehashes = (rehashes.PySha256.deserialize(state[4:4 + sizes[0]]),
+                     rehashes.PySha1.deserialize(state[4 + sizes[0]:]))
+    for hasher in with_rehashes:
+        hasher.update(second)
+    assert (with_rehashes[0].finalize(), with_rehashes[1].finalize()) == \
+        (expected["sha256"], expected["sha1"])
