@@ -91,6 +91,7 @@ class RelayPresence:
                     logger.warning("relay %d lost its presence lock; re-taking it", self.id)
             try:
                 cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
+                cparams.setdefault("connect_timeout", 5)  # close() waits for a hung connect
                 conn = self.engine.dialect.connect(*cargs, **cparams)
                 conn.autocommit = True
                 for _ in range(3):
