@@ -167,7 +167,9 @@ class Database(OutboxQueries, TusQueries, CleanupFence):
         ``replayable``: losing this transaction to a power cut only repeats work (the
         relay's pass: what it recorded as sent is sent again, at least once), so on
         SQLite it commits with ``synchronous=NORMAL``: no fsync of its own while every
-        other writer waits (the next FULL commit syncs it with the rest of the WAL)."""
+        other writer waits (the next FULL commit syncs it with the rest of the WAL). It
+        also lets this process's other writers (the uploads' group commit before their
+        202s, verdicts) go first when they wait (``WriteTurn``, ``deferring``)."""
         if self._turn is None:
             with self.engine.begin() as conn:
                 yield conn
@@ -176,7 +178,7 @@ class Database(OutboxQueries, TusQueries, CleanupFence):
             with self._turn(), self.engine.begin() as conn:
                 yield conn
             return
-        with self._turn(), self.engine.connect() as conn:
+        with self._turn(deferring=True), self.engine.connect() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
             raw.execute("PRAGMA synchronous=NORMAL")

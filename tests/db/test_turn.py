@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -14,7 +16,7 @@ from sqlalchemy import event, func, select
 
 from db import Database, utcnow
 from db.schema import uploads
-from db.turn import write_turn
+from db.turn import WriteTurn, write_turn
 from tests.db.test_database import _announce, _row
 
 
@@ -92,3 +94,53 @@ def test_two_processes_write_through_the_turn_and_never_meet_the_lock(tmp_path: 
             assert conn.execute(select(func.count()).select_from(uploads)).scalar_one() == 301
     finally:
         database.close()
+
+
+def test_write_turn_puts_urgent_writers_first_and_never_starves_the_relay() -> None:
+    """With the turn taken, a writer that comes after a deferring one (the outbox relay)
+    still writes first; with other writers waiting without end, the deferring one writes
+    after at most ``MAX_DEFER``."""
+    turn = WriteTurn(None)
+    turn.MAX_DEFER = 600.0  # first part: the relay waits for as long as it takes
+    order: list[str] = []
+    holding = turn()
+    holding.__enter__()
+
+    def write(kind: str) -> None:
+        with turn(deferring=kind == "deferring"):
+            order.append(kind)
+
+    relay = threading.Thread(target=write, args=("deferring",))
+    relay.start()
+    time.sleep(0.02)  # the relay waits for the holder
+    request = threading.Thread(target=write, args=("urgent",))
+    request.start()
+    time.sleep(0.02)
+    holding.__exit__(None, None, None)
+    relay.join(5)
+    request.join(5)
+    assert order == ["urgent", "deferring"]
+
+    order.clear()
+    turn.MAX_DEFER = 0.05
+    busy = turn()  # an urgent writer waiting all along
+    busy.__enter__()
+    relay = threading.Thread(target=write, args=("deferring",))
+    relay.start()
+    time.sleep(0.01)
+    busy.__exit__(None, None, None)  # the turn is free but urgent ones keep coming
+    stop = threading.Event()
+
+    def urgent_forever() -> None:
+        while not stop.is_set():
+            with turn():  # one or the other is always waiting or writing
+                time.sleep(0.002)
+            time.sleep(0.0005)
+    others = [threading.Thread(target=urgent_forever) for _ in range(2)]
+    for other in others:
+        other.start()
+    relay.join(5)
+    stop.set()
+    for other in others:
+        other.join(5)
+    assert order == ["deferring"]
