@@ -22,6 +22,7 @@ pipelined. The payload's durability is the ingest's (quarantine's fsync), as for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -29,7 +30,7 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 import asyncssh
 
@@ -182,29 +183,16 @@ class Download:
             await self._run(part.close)
 
     async def _fetch(self, part: PartFile) -> None:
-        sftp = self.session.client()
-        path = self.session.remote_path(self.row.path)
+        handle = await _open(self.session, self.row, self.timeout)
         try:
-            handle = await asyncio.wait_for(
-                sftp.open(path, "rb", block_size=BLOCK, max_requests=REQUESTS), self.timeout)
-        except asyncssh.SFTPError as exc:
-            raise file_error(exc, self.row.path) from None
-        except CONNECTION_ERRORS as exc:
-            raise connection_error(exc) from None
-        try:
-            attrs = await asyncio.wait_for(handle.stat(), self.timeout)
-            if (attrs.size, attrs.mtime) != (self.row.size, self.row.mtime):
-                raise RemoteFileError("changed", f"{self.row.path} changed since it was listed")
-            await self._copy(handle, part.offset)
-        except asyncssh.SFTPError as exc:
-            raise file_error(exc, self.row.path) from None
-        except CONNECTION_ERRORS as exc:
-            raise connection_error(exc) from None
+            with _remote_errors(self.row):
+                attrs = await asyncio.wait_for(handle.stat(), self.timeout)
+                if (attrs.size, attrs.mtime) != (self.row.size, self.row.mtime):
+                    raise RemoteFileError("changed",
+                                          f"{self.row.path} changed since it was listed")
+                await self._copy(handle, part.offset)
         finally:
-            try:
-                await asyncio.wait_for(handle.close(), 5)
-            except (TimeoutError, *CONNECTION_ERRORS):
-                pass
+            await _close_quietly(handle)
 
     async def _copy(self, handle: Any, offset: int) -> None:
         """Parallel reads arrive in any order: write the contiguous prefix as it grows."""
@@ -288,6 +276,31 @@ class Download:
         self._recorded = offset
 
 
+@contextlib.contextmanager
+def _remote_errors(row: FileRow) -> Iterator[None]:
+    """SFTP and connection errors as the job's errors (the file's, or the session's)."""
+    try:
+        yield
+    except asyncssh.SFTPError as exc:
+        raise file_error(exc, row.path) from None
+    except CONNECTION_ERRORS as exc:
+        raise connection_error(exc) from None
+
+
+async def _open(session: Session, row: FileRow, timeout: float) -> Any:
+    with _remote_errors(row):
+        return await asyncio.wait_for(
+            session.client().open(session.remote_path(row.path), "rb", block_size=BLOCK,
+                                  max_requests=REQUESTS), timeout)
+
+
+async def _close_quietly(handle: Any) -> None:
+    try:
+        await asyncio.wait_for(handle.close(), 5)
+    except (TimeoutError, *CONNECTION_ERRORS):
+        pass
+
+
 def fetch_whole_eligible(row: FileRow) -> bool:
     return row.size <= WHOLE_MAX and row.bytes_done == 0
 
@@ -295,29 +308,15 @@ def fetch_whole_eligible(row: FileRow) -> bool:
 async def fetch_whole(session: Session, row: FileRow) -> bytes:
     """The whole of a small remote file, checked against its listed size and mtime: open,
     then ``fstat`` and the reads sent together (one round trip for both), then close."""
-    sftp = session.client()
     timeout = session.provider.timeout
+    handle = await _open(session, row, timeout)
     try:
-        handle = await asyncio.wait_for(
-            sftp.open(session.remote_path(row.path), "rb", block_size=BLOCK,
-                      max_requests=REQUESTS), timeout)
-    except asyncssh.SFTPError as exc:
-        raise file_error(exc, row.path) from None
-    except CONNECTION_ERRORS as exc:
-        raise connection_error(exc) from None
-    try:
-        # one byte more than listed: a file that grew since is told from one that did not
-        attrs, data = await asyncio.wait_for(
-            asyncio.gather(handle.stat(), handle.read(row.size + 1, 0)), timeout)
-    except asyncssh.SFTPError as exc:
-        raise file_error(exc, row.path) from None
-    except CONNECTION_ERRORS as exc:
-        raise connection_error(exc) from None
+        with _remote_errors(row):
+            # one byte more than listed: a file that grew since is told from one that did not
+            attrs, data = await asyncio.wait_for(
+                asyncio.gather(handle.stat(), handle.read(row.size + 1, 0)), timeout)
     finally:
-        try:
-            await asyncio.wait_for(handle.close(), 5)
-        except (TimeoutError, *CONNECTION_ERRORS):
-            pass
+        await _close_quietly(handle)
     if (attrs.size, attrs.mtime) != (row.size, row.mtime) or len(data) != row.size:
         raise RemoteFileError("changed", f"{row.path} changed since it was listed")
     assert isinstance(data, bytes)  # opened without an encoding
