@@ -128,6 +128,16 @@ class Bus(ABC):
     def check(self) -> None:
         """Raise ``BusUnavailable`` when the broker cannot be reached (health)."""
 
+    @abstractmethod
+    def delivered(self, topic: str, messages: Sequence[tuple[str | None, bytes]],
+                  since: float, timeout: float) -> set[int]:
+        """Which of ``messages`` (key, value) are on ``topic`` already, among what was
+        appended at or after ``since`` (seconds since the epoch, by the sender's clock:
+        give slack): the indexes of those found, each copy on the bus matching one
+        message. The outbox relay asks before sending a message whose earlier claimer may
+        have sent it and died before recording so (core/relay.py). ``BusUnavailable``
+        when the bus could not be read within ``timeout`` seconds."""
+
     def close(self) -> None:
         """Release what the bus holds; the default has nothing to release."""
 

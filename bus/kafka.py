@@ -200,6 +200,13 @@ class KafkaBus(Bus):
         finally:
             admin.poll(0)  # forward librdkafka's queued log lines
 
+    def delivered(self, topic: str, messages: Sequence[tuple[str | None, bytes]],
+                  since: float, timeout: float) -> set[int]:
+        """See ``Bus.delivered`` and bus/kafka_lookup.py."""
+        from bus import kafka_lookup
+
+        return kafka_lookup.delivered(_config(self.servers), topic, messages, since, timeout)
+
     def close(self) -> None:
         with self._admin_lock:
             self._admin = None

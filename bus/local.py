@@ -236,6 +236,31 @@ class LocalBus(Bus):
         except sqlite3.OperationalError as exc:
             raise BusUnavailable(f"local bus: {exc}") from exc
 
+    def delivered(self, topic: str, messages: Sequence[tuple[str | None, bytes]],
+                  since: float, timeout: float) -> set[int]:
+        """See ``Bus.delivered``: the topic's log read backwards (newest first) down to
+        ``since``."""
+        wanted: dict[tuple[str | None, bytes], list[int]] = {}
+        for index, (key, value) in enumerate(messages):
+            wanted.setdefault((key, bytes(value)), []).append(index)
+        found: set[int] = set()
+        conn = self._conns.get()
+        conn.execute(f"PRAGMA busy_timeout={max(1, int(timeout * 1000))}")
+        try:
+            rows = conn.execute("SELECT key, value, ts FROM messages WHERE topic = ? "
+                                "ORDER BY id DESC", (topic,))
+            for key, value, ts in rows:
+                if ts < since:  # appends are stamped in id order (one writer at a time)
+                    break
+                indexes = wanted.get((key, bytes(value)))
+                if indexes:
+                    found.add(indexes.pop(0))
+                    if len(found) == len(messages):
+                        break
+        except sqlite3.OperationalError as exc:
+            raise BusUnavailable(f"local bus: {exc}") from exc
+        return found
+
     def close(self) -> None:
         self._conns.close()
 

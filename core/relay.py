@@ -2,7 +2,11 @@
 
 It runs in its own thread. A batch is leased from the outbox, sent, and deleted once the
 broker has acknowledged it, in the transaction that leases the next batch (one commit per
-pass; a crash in between sends that batch again: at least once). What was not
+pass). A relay that crashes in between leaves its batch claimed and unrecorded; whoever
+claims it next (``outbox.sent_since`` set) reads the topics from the first claim on and
+sends only what is not there (``_look_on_bus``), so a SIGKILL does not duplicate
+``platform.upload.available``. When the bus cannot be read the look is retried later, up to
+``MAX_LOOKS`` times, then the messages are sent (at least once). What was not
 acknowledged is retried with exponential backoff (0.2 s doubling to ``MAX_BACKOFF``). The
 retry state lives in the database, not in memory, so a restart or a broker outage loses
 nothing. ``wake()`` lets the ingest path start a delivery at once instead of waiting for
@@ -62,6 +66,12 @@ SEND_TIMEOUT = 10.0
 MAX_BACKOFF = 30.0
 LEASE = 30.0
 HOLD = 10.0
+# looking on the bus for messages a dead relay may have sent (``_look_on_bus``): from its
+# claim less this much (clocks of different hosts, producers' stamps out of order), for
+# at most LOOK_TIMEOUT seconds per topic
+CLOCK_SLACK = 30.0
+LOOK_TIMEOUT = 30.0
+MAX_LOOKS = 5
 
 
 def headers(topic: str, value: bytes) -> tuple[tuple[str, bytes], ...]:
@@ -152,6 +162,12 @@ class OutboxRelay:
         if not rows:
             self._report_depth()
             return 0
+        there: list[OutboxRow] = []
+        if any(row.sent_since is not None for row in rows):
+            there, rows = self._look_on_bus(rows)
+            if not rows:
+                self._sent = there
+                return len(there)
         messages = [OutMessage(r.topic, r.key, r.value, headers(r.topic, r.value)) for r in rows]
         started = time.monotonic()
         try:
@@ -162,7 +178,7 @@ class OutboxRelay:
         else:
             error = "not acknowledged in time"
         metrics.STAGE_SECONDS.labels("relay_send").observe(time.monotonic() - started)
-        sent = [row for row, ok in zip(rows, acked) if ok]
+        sent = [row for row, ok in zip(rows, acked) if ok] + there
         refused = [(row, ok) for row, ok in zip(rows, acked) if isinstance(ok, Refused)]
         failed = [row for row, ok in zip(rows, acked) if not ok and not isinstance(ok, Refused)]
         self._sent = sent
@@ -206,6 +222,55 @@ class OutboxRelay:
             self._down_since = None
         return rows
 
+    def _look_on_bus(self, rows: list[OutboxRow]) -> tuple[list[OutboxRow], list[OutboxRow]]:
+        """Split the claimed ``rows`` into those on the bus already and those to send.
+
+        A row claimed before (``sent_since``) and never recorded sent or failed may have
+        been sent by its earlier claimer, which died between the broker's acknowledgement
+        and its next pass (a SIGKILLed gateway: issue 10's "0 duplicates on available").
+        Its topic is read from then (less ``CLOCK_SLACK``); a copy found counts as this
+        pass's delivery. Rows the bus could not be read for are left for later, still
+        marked, so whoever claims them next looks again."""
+        fresh = [row for row in rows if row.sent_since is None]
+        by_topic: dict[str, list[OutboxRow]] = {}
+        for row in rows:
+            if row.sent_since is not None:
+                by_topic.setdefault(row.topic, []).append(row)
+        there: list[OutboxRow] = []
+        unread: list[OutboxRow] = []
+        error = ""
+        for topic, claimed in by_topic.items():
+            since = min(row.sent_since for row in claimed if row.sent_since is not None)
+            started = time.monotonic()
+            try:
+                found = self.bus.delivered(topic, [(row.key, row.value) for row in claimed],
+                                           since.timestamp() - CLOCK_SLACK, LOOK_TIMEOUT)
+            except BusUnavailable as exc:
+                if min(row.attempts for row in claimed) < MAX_LOOKS:
+                    unread.extend(claimed)
+                    error = f"could not look on the bus: {exc}"
+                    continue
+                logger.warning("could not look on %s for %d messages an earlier relay may "
+                               "have sent (%s); sending them, maybe again", topic,
+                               len(claimed), exc)
+                fresh.extend(claimed)
+                continue
+            logger.info("looked on %s for %d messages an earlier relay claimed since %s and "
+                        "did not record: %d there already, %d to send (%.2fs)", topic,
+                        len(claimed), since.isoformat(timespec="seconds"), len(found),
+                        len(claimed) - len(found), time.monotonic() - started)
+            for index, row in enumerate(claimed):
+                if index in found:
+                    there.append(row)
+                    logger.info("request_id=%s message to %s is on the bus already; not sent "
+                                "again", row.request_id or "-", topic)
+                else:
+                    fresh.append(row)
+        if unread:
+            self._retry_later(unread, error, looked=False)
+        fresh.sort(key=lambda row: row.id)  # a key's messages keep their order
+        return there, fresh
+
     def _park(self, refused: Sequence[tuple[OutboxRow, Refused]]) -> None:
         """Messages the bus will never take are set aside, each on its own: the others
         of the batch, and those behind it, go on."""
@@ -217,7 +282,7 @@ class OutboxRelay:
         self.database.outbox_park([row for row, _ in refused],
                                   [result.reason for _, result in refused])
 
-    def _retry_later(self, failed: Sequence[OutboxRow], error: str) -> None:
+    def _retry_later(self, failed: Sequence[OutboxRow], error: str, looked: bool = True) -> None:
         metrics.OUTBOX_FAILURES.inc()
         delay = backoff(min(row.attempts for row in failed))
         # the first failure of an outage is a warning; the health monitor reports how it
@@ -228,7 +293,7 @@ class OutboxRelay:
         logger.log(logging.WARNING if first else logging.DEBUG,
                    "bus did not take %d messages (%s); they stay in the outbox, retrying "
                    "in %.1fs", len(failed), error, delay)
-        self.database.outbox_retry_later(failed, delay, error)
+        self.database.outbox_retry_later(failed, delay, error, looked)
 
     def _report_depth(self) -> None:
         """Count the outbox at most once a second: the count is a table scan."""

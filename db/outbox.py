@@ -9,11 +9,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, DateTime, bindparam, func, insert, select, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.engine import Engine
 
-from db.engine import utcnow
+from db.engine import as_utc, utcnow
 from db.presence import RelayPresence
 from db.schema import outbox
 
@@ -46,7 +46,11 @@ def _claim_statement(limit: int, hold: bool = False, takeover: bool = False) -> 
     out there.
 
     ``takeover``: the leases of the claimers in ``dead`` are free too (db/presence.py);
-    a hold applies to them as well."""
+    a hold applies to them as well.
+
+    ``sent_since`` keeps the first claim's time until a relay records the message's fate
+    (sent: deleted; not acknowledged: ``outbox_retry_later``); a claim that finds it set
+    already is not the first, and its relay looks on the bus before sending."""
     statement = _CLAIMS.get((limit, hold, takeover))
     if statement is None:
         free = (_FREE | _DEAD_CLAIMER) if takeover else _FREE
@@ -56,11 +60,22 @@ def _claim_statement(limit: int, hold: bool = False, takeover: bool = False) -> 
         statement = _CLAIMS[(limit, hold, takeover)] = (
             update(outbox)
             .where(outbox.c.id == picked.c.id)
-            .values(claimed_by=bindparam("me"), claimed_until=bindparam("until"))
+            .values(claimed_by=bindparam("me"), claimed_until=bindparam("until"),
+                    sent_since=func.coalesce(outbox.c.sent_since,
+                                            bindparam("claimed_at", type_=DateTime(timezone=True))))
             .returning(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value,
-                       outbox.c.request_id, outbox.c.on_sent_status, outbox.c.attempts)
+                       outbox.c.request_id, outbox.c.on_sent_status, outbox.c.attempts,
+                       outbox.c.sent_since)
         )
     return statement
+
+
+def _earlier(sent_since: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
+    """The claim's ``sent_since`` when an earlier claim set it, None when this one did."""
+    if sent_since is None:
+        return None
+    sent_since = as_utc(sent_since)
+    return sent_since if sent_since < now else None
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,9 @@ class OutboxRow:
     request_id: str | None
     on_sent_status: str | None
     attempts: int
+    # set when an earlier claim (since then) may have sent it without recording so: the
+    # relay looks on the bus from then before sending it again (core/relay.py)
+    sent_since: dt.datetime | None = None
 
 
 class OutboxQueries:
@@ -115,7 +133,7 @@ class OutboxQueries:
                presence: RelayPresence | None = None) -> list[OutboxRow]:
         now = utcnow()
         me = presence.claimer() if presence is not None else uuid.uuid4().hex
-        params: dict[str, Any] = {"now": now, "me": me,
+        params: dict[str, Any] = {"now": now, "claimed_at": now, "me": me,
                                   "until": now + dt.timedelta(seconds=lease_seconds)}
         if held_after is not None:
             params["held_after"] = held_after
@@ -125,7 +143,8 @@ class OutboxQueries:
         rows = conn.execute(_claim_statement(limit, held_after is not None, bool(dead)),
                             params).all()
         rows = sorted(rows)  # RETURNING gives no order; the id is first
-        return [OutboxRow(*r) for r in rows]
+        return [OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _earlier(r[7], now))
+                for r in rows]
 
     def outbox_sent(self, sent: Sequence[OutboxRow]) -> None:
         """Delete delivered messages and record the statuses they stand for."""
@@ -165,19 +184,22 @@ class OutboxQueries:
         for status, request_ids in by_status.items():
             self._advance_many(conn, request_ids, status)
 
-    def outbox_retry_later(self, rows: Sequence[OutboxRow], delay: float, error: str) -> None:
+    def outbox_retry_later(self, rows: Sequence[OutboxRow], delay: float, error: str,
+                           looked: bool = True) -> None:
+        """Claimable again after ``delay`` seconds. ``looked``: the relay sent them and
+        the bus did not acknowledge them (their ``sent_since`` is cleared: the bus's
+        own retries aside, see bus/kafka.py, they are not on it); False: it could not look
+        on the bus for them, and the next claimer still has to."""
         if not rows:
             return
+        values: dict[str, Any] = {"attempts": outbox.c.attempts + 1,
+                                  "claimed_until": utcnow() + dt.timedelta(seconds=delay),
+                                  "last_error": error[:2000]}
+        if looked:
+            values["sent_since"] = None
         with self._begin() as conn:
-            conn.execute(
-                update(outbox)
-                .where(outbox.c.id.in_([r.id for r in rows]))
-                .values(
-                    attempts=outbox.c.attempts + 1,
-                    claimed_until=utcnow() + dt.timedelta(seconds=delay),
-                    last_error=error[:2000],
-                )
-            )
+            conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
+                         .values(**values))
 
     def enqueue(self, conn: Connection, items: Sequence[OutboxItem]) -> None:
         """Record ``items`` in the outbox as part of the caller's transaction ``conn``

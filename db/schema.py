@@ -76,6 +76,10 @@ outbox = Table(
     Column("last_error", Text),
     # the bus refused the message for good (migration 0004); last_error says why
     Column("parked_at", DateTime(timezone=True)),
+    # a relay claimed the message then and may have sent it without recording so (it died
+    # between the broker's acknowledgement and its next pass); the next claimer looks on
+    # the bus before sending it again (migration 0012, core/relay.py)
+    Column("sent_since", DateTime(timezone=True)),
     # ids are never reused: a repeated "delete these sent ids" must not hit new rows
     sqlite_autoincrement=True,
 )

@@ -131,3 +131,19 @@ class BusContract:
         bus.create_topics([topic])
         bus.create_topics([topic])
         bus.check()
+
+    def test_delivered_finds_what_was_sent_since(self, bus: Bus, topic: str) -> None:
+        """``delivered`` (the outbox relay's look before sending again a dead relay's
+        claim): what was sent since the moment is found, each copy once; what was sent
+        before it, or never, is not."""
+        send_all(bus, [OutMessage(topic, "old", b"before")])
+        time.sleep(0.05)
+        since = time.time()
+        send_all(bus, [OutMessage(topic, f"k{i}", b"v%d" % i) for i in range(30)]
+                 + [OutMessage(topic, None, b"no key"), OutMessage(topic, "twice", b"same")])
+        asked = [("k3", b"v3"), ("k3", b"v4"), ("old", b"before"), ("k29", b"v29"),
+                 ("never", b"sent"), (None, b"no key"), ("twice", b"same"), ("twice", b"same"),
+                 ("k0", b"v0")]
+        assert bus.delivered(topic, asked, since, 15.0) == {0, 3, 5, 6, 8}
+        assert bus.delivered(topic, [("old", b"before")], since - 30, 15.0) == {0}
+        assert bus.delivered(f"{topic}-none", [("k0", b"v0")], since, 15.0) == set()
