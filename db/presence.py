@@ -17,7 +17,10 @@ as the database answers, well within ``GRACE``, and another relay's absence cloc
 runs while the database answers it. A longer outage also falls under the relay's hold
 (core/relay.py): leases that ran out, or whose holder looked dead, after the outage began
 are left alone until the hold ends. A claim made without the lock (it was lost at that
-moment) carries a random ``claimed_by`` and waits for its lease, as before.
+moment) carries a random ``claimed_by`` and waits for its lease, as before. Whoever takes a
+batch, dead claimer's or live one's, looks on the bus first and sends only what is not
+there (``outbox.sent_since``, core/relay.py): what the grace and the hold still guard
+against is a live relay sending after that look.
 
 SQLite runs on one machine, with one gateway: no presence, leases only."""
 from __future__ import annotations
