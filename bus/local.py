@@ -49,7 +49,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from bus import Bus, BusUnavailable, Consumer, Message, OutMessage, Producer, Refused
 from bus.doorbell import Doorbell
 from core.settings import Settings
-from db.turn import write_turn
+from db.turn import TurnTimeout, write_turn
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -174,8 +174,11 @@ def _in_write_transaction(conns: _Connections, work: Callable[[sqlite3.Connectio
     validators and the consumers' commits of one process (bench/latency.py), and between
     the processes of ``gateway --workers N`` (issue 14)."""
     conn = conns.get()
-    with conns.turn():
-        return _write_transaction(conn, work)
+    try:
+        with conns.turn(timeout=BUSY_TIMEOUT):
+            return _write_transaction(conn, work)
+    except TurnTimeout as exc:
+        raise BusUnavailable(f"local bus: {exc}") from exc
 
 
 def _write_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:

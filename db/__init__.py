@@ -17,6 +17,7 @@ import datetime as dt
 import fcntl
 import json
 import logging
+import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -25,14 +26,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError as AlembicError
 from sqlalchemy import BindParameter, Connection, bindparam, insert, select, text, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from bus.topics import PAYLOAD_STATUS
 from db.engine import as_utc, make_engine, utcnow
 from db.fence import CleanupFence, RecordTooLate
 from db.outbox import OutboxItem, OutboxQueries, OutboxRow
 from db.schema import upload_events, uploads
-from db.turn import write_turn
+from db.turn import TurnTimeout, write_turn
 from db.tus import TusQueries, tus_uploads
 
 __all__ = ["OPEN_FOR_VERDICT", "RANK", "VERDICT_STATUS", "Database", "MigrationError",
@@ -58,6 +59,9 @@ VERDICT_STATUS = {"success": "validated", "failure": "rejected", "handoff": "han
 OPEN_FOR_VERDICT = ("stored", "announced", "handed_off")
 # pg_advisory_xact_lock key that serializes schema upgrades (any fixed 64-bit number)
 MIGRATION_LOCK = 0x75706C6F6164  # "upload"
+# SQLite: how long a writer waits for the write turn (db/turn.py), as long as the busy
+# timeout (db/engine.py) it would otherwise wait for the write lock
+TURN_TIMEOUT = 30.0
 
 
 class MigrationError(RuntimeError):
@@ -175,10 +179,10 @@ class Database(OutboxQueries, TusQueries, CleanupFence):
                 yield conn
             return
         if not replayable:
-            with self._turn(), self.engine.begin() as conn:
+            with self._turn_within(), self.engine.begin() as conn:
                 yield conn
             return
-        with self._turn(deferring=True), self.engine.connect() as conn:
+        with self._turn_within(deferring=True), self.engine.connect() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
             raw.execute("PRAGMA synchronous=NORMAL")
@@ -191,6 +195,18 @@ class Database(OutboxQueries, TusQueries, CleanupFence):
                 except BaseException:
                     conn.invalidate()  # never hand a relaxed connection to another writer
                     raise
+
+    @contextmanager
+    def _turn_within(self, deferring: bool = False) -> Iterator[None]:
+        """The write turn, waited for as long as SQLite's busy timeout; past it, what
+        SQLite itself raises for a write lock held too long ("database is locked")."""
+        assert self._turn is not None
+        try:
+            with self._turn(deferring, TURN_TIMEOUT):
+                yield
+        except TurnTimeout as exc:
+            raise OperationalError("-- waiting for the write turn", None,
+                                   sqlite3.OperationalError(f"database is locked: {exc}")) from exc
 
     def check(self) -> None:
         with self.engine.connect() as conn:

@@ -33,6 +33,14 @@ pass, about half the time, while the group commit waited for it up to 13 ms (p90
 the relay deferring, role gateway took 409 / 418 uploads/s against 358 / 367 alternating
 (bench/small_uploads.py --role gateway --seconds 8, busy 2-core Xeon, 2026-12-01).
 
+A turn is waited for at most ``timeout`` seconds (the caller's: the database's busy
+timeout, 30 s; the embedded bus's, 5 s), then ``TurnTimeout``: a writer that holds it
+stuck (a stopped process, a stalled disk) makes the others fail as SQLite's busy handler
+would ("database is locked": a 503, a retry), never hang. The kernel's ``flock`` has no
+timed wait, so a contended turn is waited for by a thread of the turn's own that blocks in
+``flock`` (woken at the unlock, as before); a waiter that gave up has the turn released
+the moment that thread gets it.
+
 A turn file is opened once per process (a forked child opens its own: a ``flock`` is
 shared by every descriptor of the same open file, so a descriptor inherited across
 ``fork`` would not exclude the parent).
@@ -42,11 +50,16 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 SUFFIX = ".write-turn"
+
+
+class TurnTimeout(Exception):
+    """The write turn was not free within the timeout."""
 
 
 class WriteTurn:
@@ -61,9 +74,13 @@ class WriteTurn:
         self._fd: int | None = None
         self._idle = threading.Condition(threading.Lock())
         self._urgent = 0  # this process's writers waiting or writing that do not defer
+        self._waiter: _FlockWaiter | None = None
 
     @contextmanager
-    def __call__(self, deferring: bool = False) -> Iterator[None]:
+    def __call__(self, deferring: bool = False, timeout: float | None = None) -> Iterator[None]:
+        """Hold the turn; ``TurnTimeout`` when it was not free within ``timeout``
+        seconds (None: wait as long as it takes)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         if deferring:
             with self._idle:
                 self._idle.wait_for(lambda: not self._urgent, self.MAX_DEFER)
@@ -71,22 +88,48 @@ class WriteTurn:
             with self._idle:
                 self._urgent += 1
         try:
-            with self._threads:
+            if not self._threads.acquire(timeout=-1 if deadline is None
+                                         else max(0.0, deadline - time.monotonic())):
+                raise TurnTimeout(f"write turn of {self.path or 'this process'} not free "
+                                  f"within {timeout:g}s")
+            try:
                 fd = self._descriptor()
                 if fd is None:
                     yield
                     return
-                fcntl.flock(fd, fcntl.LOCK_EX)  # blocks without the GIL; woken at the unlock
+                self._lock(fd, deadline, timeout)
                 try:
                     yield
                 finally:
                     fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                self._threads.release()
         finally:
             if not deferring:
                 with self._idle:
                     self._urgent -= 1
                     if not self._urgent:
                         self._idle.notify_all()
+
+    def _lock(self, fd: int, deadline: float | None, timeout: float | None) -> None:
+        # While the waiter thread still waits for (or holds) a turn given up, only it may
+        # take the lock: a flock on the same open file would "succeed" at once, and the
+        # waiter's release of the given-up turn would then take it from under this one.
+        if self._waiter is None or not self._waiter.pending():
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            if deadline is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # blocks without the GIL; woken at the unlock
+                return
+        if self._waiter is None:
+            self._waiter = _FlockWaiter(fd)
+        if not self._waiter.lock(None if deadline is None
+                                 else max(0.0, deadline - time.monotonic())):
+            raise TurnTimeout(f"write turn {self.path} held by another process for over "
+                              f"{timeout:g}s")
 
     def _descriptor(self) -> int | None:
         if self.path is not None and self._fd is None:
@@ -100,6 +143,49 @@ class WriteTurn:
         self._fd = None
         self._idle = threading.Condition(threading.Lock())
         self._urgent = 0
+        self._waiter = None
+
+
+class _FlockWaiter:
+    """A thread that takes a contended ``flock`` for the turn's holder-to-be, so that the
+    holder can stop waiting at its deadline. One request at a time (the turn's thread lock
+    is held around it); a request given up is released as soon as the lock comes."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._state = threading.Condition(threading.Lock())
+        self._wanted = False  # a request is pending
+        self._taken = False  # the pending request's lock is held for its requester
+        self._abandoned = False
+        threading.Thread(target=self._run, name="write-turn-waiter", daemon=True).start()
+
+    def pending(self) -> bool:
+        """A request given up is still waited for, or held until released."""
+        with self._state:
+            return self._wanted and not self._taken
+
+    def lock(self, timeout: float | None) -> bool:
+        with self._state:
+            self._wanted, self._taken, self._abandoned = True, False, False
+            self._state.notify_all()
+            if self._state.wait_for(lambda: self._taken, timeout):
+                self._wanted = False
+                return True
+            self._abandoned = True  # the thread releases it when it gets it
+            return False
+
+    def _run(self) -> None:
+        while True:
+            with self._state:
+                self._state.wait_for(lambda: self._wanted and not self._taken)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            with self._state:
+                if self._abandoned:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+                    self._wanted = self._abandoned = False
+                    continue
+                self._taken = True
+                self._state.notify_all()
 
 
 _TURNS: dict[str, WriteTurn] = {}

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError
 
 from db import Database, utcnow
 from db.schema import uploads
-from db.turn import WriteTurn, write_turn
+from db.turn import TurnTimeout, WriteTurn, write_turn
 from tests.db.test_database import _announce, _row
 
 
@@ -144,3 +145,85 @@ def test_write_turn_puts_urgent_writers_first_and_never_starves_the_relay() -> N
     for other in others:
         other.join(5)
     assert order == ["deferring"]
+
+
+def _hold_turn_in_another_process(path: Path) -> tuple[int, int]:
+    """A process that holds the turn of ``path`` until its pipe is closed; returns (pid,
+    the pipe's write end). Returns once the turn is held."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(go_w)
+            fd = os.open(f"{path}.write-turn", os.O_RDWR | os.O_CREAT)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(ready_w, b"x")
+            os.read(go_r, 1)  # until the parent closes its end
+        finally:
+            os._exit(0)
+    os.close(go_r)
+    os.close(ready_w)
+    assert os.read(ready_r, 1) == b"x"
+    os.close(ready_r)
+    return pid, go_w
+
+
+def test_a_turn_held_elsewhere_times_out_then_is_taken_once_free(tmp_path: Path) -> None:
+    """A writer waits at most its timeout for a turn another process holds (a stopped or
+    stuck process: the others fail as SQLite's busy timeout would, never hang), and the
+    turn it gave up is not kept: it is free again for the next writer at once."""
+    path = tmp_path / "x.sqlite"
+    turn = write_turn(path)
+    pid, release = _hold_turn_in_another_process(path)
+    try:
+        started = time.monotonic()
+        try:
+            with turn(timeout=0.2):
+                raise AssertionError("took a turn another process holds")
+        except TurnTimeout:
+            pass
+        assert 0.15 < time.monotonic() - started < 5.0
+        # the waiter thread still waits in flock for the given-up request
+    finally:
+        os.close(release)
+        assert _exit_status(pid) == 0
+    with turn(timeout=5.0):  # given up: released by the waiter when it came
+        assert _exit_status(_in_child(lambda: _turn_taken_elsewhere(path))) == 0
+    assert _exit_status(_in_child(lambda: _turn_free(path))) == 0
+    # the next writer right after the holder lets go, while the waiter may still hold the
+    # turn it gave up: the writer really holds it (never the waiter's about-to-go lock)
+    for _ in range(20):
+        pid, release = _hold_turn_in_another_process(path)
+        try:
+            with turn(timeout=0.01):
+                raise AssertionError("took a turn another process holds")
+        except TurnTimeout:
+            pass
+        os.close(release)
+        with turn(timeout=5.0):
+            time.sleep(0.002)
+            assert _exit_status(_in_child(lambda: _turn_taken_elsewhere(path))) == 0
+        assert _exit_status(pid) == 0
+
+
+def test_database_write_fails_like_a_locked_database_when_the_turn_is_not_free(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    import db as db_module
+
+    monkeypatch.setattr(db_module, "TURN_TIMEOUT", 0.2)
+    database = Database(f"sqlite:///{tmp_path / 'gateway.sqlite'}")
+    database.migrate()
+    pid, release = _hold_turn_in_another_process(tmp_path / "gateway.sqlite")
+    try:
+        try:
+            database.record_upload(_row("r1"), utcnow(), [_announce("r1")])
+            raise AssertionError("wrote while another process held the turn")
+        except OperationalError as exc:
+            assert "database is locked" in str(exc)
+    finally:
+        os.close(release)
+        assert _exit_status(pid) == 0
+    database.record_upload(_row("r1"), utcnow(), [_announce("r1")])
+    assert database.get_upload("r1") is not None
+    database.close()
