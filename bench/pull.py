@@ -17,8 +17,11 @@ the same files in the same run.
   50 ms) shows it ``completed``: every file downloaded (resumable, checkpointed),
   hashed, stored durably in quarantine and recorded with its announcement in the outbox.
 
-Prints MB/s for each and the ratio puller / baseline per set (target >= 0.7). Run it on
-a quiet machine; the ratio holds better than the absolute figures on a busy one.
+Prints MB/s for each and the ratio puller / baseline per set (target >= 0.7), and the CPU
+seconds each client process used while timed (the puller's from ``/proc``, from the POST
+to the job's end; the SFTP server's own CPU is in neither). Run it on a quiet machine;
+the ratio holds better than the absolute figures on a busy one, and the CPU seconds
+better than either.
 """
 from __future__ import annotations
 
@@ -77,6 +80,7 @@ async def bare_loop(port: int, host_key: str, directory: str, target: Path) -> N
     import asyncssh
 
     started = time.monotonic()  # after the imports: the puller is timed once it is up
+    cpu_started = time.process_time()
     known = ([asyncssh.import_public_key(host_key)], [], [])
     async with asyncssh.connect("127.0.0.1", port, username="bench", password=PASSWORD,
                                 known_hosts=known, config=None, agent_path=None,
@@ -85,14 +89,22 @@ async def bare_loop(port: int, host_key: str, directory: str, target: Path) -> N
             for name in sorted(await sftp.listdir(directory)):
                 if name not in (".", ".."):
                     await sftp.get(f"{directory}/{name}", str(target / name))
-    print(time.monotonic() - started)
+    print(time.monotonic() - started, time.process_time() - cpu_started)
 
 
-def baseline(port: int, host_key: str, directory: str, target: Path) -> float:
+def baseline(port: int, host_key: str, directory: str, target: Path) -> tuple[float, float]:
+    """Seconds and CPU seconds of the bare loop."""
     target.mkdir(parents=True)
     done = subprocess.run([sys.executable, __file__, "--client", str(port), host_key, directory,
                            str(target)], cwd=ROOT, check=True, capture_output=True, text=True)
-    return float(done.stdout.strip())
+    elapsed, cpu = done.stdout.split()
+    return float(elapsed), float(cpu)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # the puller ------------------------------------------------------------------------------
@@ -111,7 +123,8 @@ def providers_file(workdir: Path, port: int, host_key: str, concurrency: int | N
 
 
 def puller_run(workdir: Path, port: int, host_key: str, provider: str,
-               concurrency: int | None) -> float:
+               concurrency: int | None) -> tuple[float, float]:
+    """Seconds and CPU seconds of the puller's job."""
     from common import Server
 
     workdir.mkdir(parents=True)
@@ -126,7 +139,7 @@ def puller_run(workdir: Path, port: int, host_key: str, provider: str,
     auth = {"Authorization": f"Bearer {token}"}
     with Server([sys.executable, str(ROOT / "app.py"), "puller"], env, listen, workdir,
                 "/api/v1/health") as server:
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), cpu_seconds(server.pid)
         request = urllib.request.Request(f"{server.base}/api/v1/pulls/{provider}", data=b"",
                                          method="POST", headers=auth)
         with urllib.request.urlopen(request) as response:
@@ -141,10 +154,10 @@ def puller_run(workdir: Path, port: int, host_key: str, provider: str,
             if job["id"] == job_id and job["state"] in ("completed", "failed"):
                 break
             time.sleep(0.05)
-        elapsed = time.monotonic() - started
+        elapsed, cpu = time.monotonic() - started, cpu_seconds(server.pid) - cpu_started
     if job["state"] != "completed" or job["files"]["failed"]:
         raise SystemExit(f"the pull job did not complete: {job}")
-    return elapsed
+    return elapsed, cpu
 
 
 def main() -> None:
@@ -167,12 +180,13 @@ def main() -> None:
             for round_no in range(args.rounds):
                 for name, total, label in sets:
                     tag = f"{round_no}-{name}"
-                    bare = baseline(port, host_key, f"/{name}", work / f"bare-{tag}")
-                    pulled = puller_run(work / f"puller-{tag}", port, host_key, name,
-                                        args.concurrency)
+                    bare, bare_cpu = baseline(port, host_key, f"/{name}", work / f"bare-{tag}")
+                    pulled, pulled_cpu = puller_run(work / f"puller-{tag}", port, host_key,
+                                                    name, args.concurrency)
                     print(f"{label:>22}: bare asyncssh loop {total / bare / 1e6:7.1f} MB/s "
-                          f"({bare:.2f} s), puller with ingest {total / pulled / 1e6:7.1f} MB/s "
-                          f"({pulled:.2f} s): ratio {bare / pulled:.2f} (target >= 0.7)",
+                          f"({bare:.2f} s, CPU {bare_cpu:.2f} s), puller with ingest "
+                          f"{total / pulled / 1e6:7.1f} MB/s ({pulled:.2f} s, CPU "
+                          f"{pulled_cpu:.2f} s): ratio {bare / pulled:.2f} (target >= 0.7)",
                           flush=True)
         finally:
             assert server.stdin is not None
