@@ -52,6 +52,7 @@ from core.verdicts import VALIDATION_TOPIC, TimeoutSweeper, VerdictHandler
 from db import Database, MigrationError
 from pull.role import ProviderError, PullRole
 from pull.role import preflight as pull_preflight
+from pull.store import live_object_keys as pull_object_keys
 from upload.app import http_server, make_app
 from validators import UnknownValidator, build_loops, preflight, without_validator
 from validators.config import validator_config
@@ -195,7 +196,11 @@ class Runtime:
         sweeper.start()
         self.stoppers += [loop.stop, sweeper.stop]
         if self.services.resumable is not None:
-            tus_sweeper = ResumableSweeper(self.services.resumable)
+            # the puller's downloads own resumable quarantine objects too (pull/download.py),
+            # whichever process runs them
+            engine = self.services.database.engine
+            tus_sweeper = ResumableSweeper(self.services.resumable, owners=[
+                functools.partial(pull_object_keys, engine)])
             tus_sweeper.start()
             self.stoppers.append(tus_sweeper.stop)
         cleanup = Cleanup(settings, self.services.storage, self.services.database)

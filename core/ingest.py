@@ -228,30 +228,54 @@ class Ingestor:
         ``INGEST_DEADLINE`` of the writer's opening, so that clean-up can tell an
         abandoned object from one whose record is still coming (core/cleanup.py)."""
         checksums = await writer.commit()
-        payload = writer.payload
         announcement = self._announcement(writer, checksums)
         row = self._row(writer, checksums)
-        loop = asyncio.get_running_loop()
-        item = OutboxItem(service_topic(payload.service), payload.request_id, announcement,
-                          request_id=payload.request_id, on_sent_status="announced")
-        deadline = writer.opened + self.settings.ingest_deadline
         try:
-            # a caller's messages may refuse the payload (the watcher: the bytes written are
-            # not the ones it hashed): the stored object is removed then too
-            items = [item, *(messages(announcement) if messages else [])]
-            await self._committer.record(row, payload.received_at, items, deadline)
+            await self._record(writer.payload, row, announcement, messages,
+                               writer.opened + self.settings.ingest_deadline)
         except Exception:
+            loop = asyncio.get_running_loop()
             await loop.run_in_executor(
                 self.executor, self.storage.delete, "quarantine", writer.object_key
             )
             raise
-        metrics.UPLOAD_BYTES.labels(payload.service).inc(writer.size)
+        return announcement
+
+    async def record_stored(
+        self,
+        payload: Payload,
+        object_key: str,
+        size: int,
+        sha256: str,
+        mime: str | None,
+        messages: Callable[[dict[str, Any]], Sequence[OutboxItem]] | None = None,
+    ) -> dict[str, Any]:
+        """``finish`` for a payload whose object is in quarantine already, complete and
+        durable (a download that checkpointed its resumable object, pull/): record it and
+        its announcement. The object stays on failure: its owner (whose row names it)
+        retries or removes it, and the general clean-up leaves owned keys alone, so there
+        is no deadline."""
+        announcement = self.announcement(payload, object_key, size, {"sha256": sha256}, mime)
+        announcement.update(payload.extra)
+        row = {**self._row_of(payload, object_key, size, mime), "sha256": sha256}
+        await self._record(payload, row, announcement, messages, None)
+        return announcement
+
+    async def _record(self, payload: Payload, row: dict[str, Any], announcement: dict[str, Any],
+                      messages: Callable[[dict[str, Any]], Sequence[OutboxItem]] | None,
+                      deadline: float | None) -> None:
+        item = OutboxItem(service_topic(payload.service), payload.request_id, announcement,
+                          request_id=payload.request_id, on_sent_status="announced")
+        # a caller's messages may refuse the payload (the watcher: the bytes written are
+        # not the ones it hashed)
+        items = [item, *(messages(announcement) if messages else [])]
+        await self._committer.record(row, payload.received_at, items, deadline)
+        metrics.UPLOAD_BYTES.labels(payload.service).inc(row["size"])
         metrics.STAGE_SECONDS.labels("store").observe(
             (utcnow() - payload.received_at).total_seconds())
         logger.info("request_id=%s stored %d bytes for %s (sha256 %s)", payload.request_id,
-                    writer.size, payload.service, checksums["sha256"])
+                    row["size"], payload.service, row["sha256"])
         self._on_recorded()
-        return announcement
 
     def _announcement(self, writer: PayloadWriter, checksums: dict[str, str]) -> dict[str, Any]:
         payload = writer.payload
@@ -295,25 +319,36 @@ class Ingestor:
     def _row(self, writer: PayloadWriter, checksums: dict[str, str]) -> dict[str, Any]:
         payload = writer.payload
         return {
+            **self._row_of(payload, writer.object_key, writer.size, writer.mime),
+            "sha256": checksums["sha256"],
+            "compression": "gzip" if payload.compress else None,
+            "stored_size": writer.stored_size if payload.compress else None,
+            "stored_sha256": checksums.get("stored_sha256"),
+            "sha1": checksums.get("sha1"),
+        }
+
+    @staticmethod
+    def _row_of(payload: Payload, object_key: str, size: int, mime: str | None,
+                ) -> dict[str, Any]:
+        return {
             "request_id": payload.request_id,
             "service": payload.service,
             "category": payload.category,
             "content_type": payload.content_type,
             "filename": payload.filename,
-            "size": writer.size,
-            "sha256": checksums["sha256"],
-            "mime": writer.mime,
+            "size": size,
+            "mime": mime,
             "account": payload.account,
             "org_id": payload.org_id,
             "principal": payload.principal,
             "b64_identity": payload.b64_identity,
             "metadata": json.dumps(payload.metadata),
             "source": payload.source,
-            "compression": "gzip" if payload.compress else None,
-            "stored_size": writer.stored_size if payload.compress else None,
-            "stored_sha256": checksums.get("stored_sha256"),
-            "sha1": checksums.get("sha1"),
-            "object_key": writer.object_key,
+            "compression": None,
+            "stored_size": None,
+            "stored_sha256": None,
+            "sha1": None,
+            "object_key": object_key,
             "bucket": "quarantine",
             **({"note": payload.note} if payload.note else {}),
         }

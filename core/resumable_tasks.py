@@ -16,7 +16,9 @@ run one: every action takes the upload's lease first):
 - finishes uploads left ``complete`` or final uploads left half-copied by a request or
   gateway that went away (lease free, untouched for two lease periods);
 - discards incomplete storage objects that no open upload owns (a gateway that died
-  after starting a multipart upload it never recorded), once they are an hour old.
+  after starting a multipart upload it never recorded), once they are an hour old. Other
+  owners of resumable quarantine objects (the puller's downloads, pull/download.py) name
+  theirs through ``owners``.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import datetime as dt
 import logging
 import secrets
 import time
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from core.ingest import BLOCK
 from core.periodic import Periodic
@@ -99,9 +101,11 @@ class ResumableSweeper(Periodic):
     name = "tus-sweeper"
     join_timeout = 30.0
 
-    def __init__(self, resumable: Resumable, interval: float = SWEEP_SECONDS) -> None:
+    def __init__(self, resumable: Resumable, interval: float = SWEEP_SECONDS,
+                 owners: Sequence[Callable[[list[str]], set[str]]] = ()) -> None:
         super().__init__()
         self.resumable = resumable
+        self.owners = owners  # each: the subset of the keys given that it still owns
         self.database = resumable.database
         self.interval = interval
         self._passes = 0
@@ -154,6 +158,8 @@ class ResumableSweeper(Periodic):
         if not found:
             return 0
         live = self.database.live_tus_keys(list(found))
+        for owner in self.owners:
+            live |= owner(list(found))
         for key in set(found) - live:
             logger.warning("discarding incomplete resumable object %s that no upload owns", key)
             storage.discard_resumable("quarantine", key)

@@ -1,17 +1,34 @@
-"""A resumable download of one remote file version into its incomplete local file.
+"""A resumable download of one remote file version into its incomplete object or file.
 
-The incomplete file (``WORKDIR/pull-work/incomplete/<file key>.part``) holds the file's
-first bytes in order. Every ``CHECKPOINT_SECONDS``, when the transfer stops for any reason
-(a dropped connection included) and at the end, it is fsynced and its length recorded in
-the database (``pull_files.bytes_done``); the next attempt, in this process or after a
-restart, truncates it to that length and asks the server only for the rest (SFTP reads
-at an offset). Blocks that had arrived out of order beyond the contiguous prefix are read
-again. The end is verified: exactly the listed size, from a file whose size and mtime
-are still the listed ones (else ``changed``).
+Where the payload is the file itself (no steps, not stored compressed) and storage has
+resumable objects (``storage.ResumableStorage``, as tus uses them), the download writes
+straight into an incomplete quarantine object (``ObjectPart``): each byte is written once,
+hashed as it goes by hashers whose state is saved with every checkpoint
+(``core.resumable.HashState``), and once complete the object is made visible and recorded
+as it stands (``PullIngest.ingest_object``). Otherwise it writes the incomplete file
+``WORKDIR/pull-work/incomplete/<file key>.part`` (``PartFile``), which the steps read
+once it is complete. (The incomplete file also fed a quarantine stream as it arrived:
+bench/pull.py measured the second write at about a fifth of the puller's samples for
+1 GiB.)
+
+Either holds the file's first bytes in order. Every ``CHECKPOINT_SECONDS``, when the
+transfer stops for any reason (a dropped connection included) and at the end, it is made
+durable and its length recorded in the database (``pull_files.bytes_done``, with
+``resume_state`` for an object); the next attempt, in this process or after a restart (in
+another process too, for an object in shared storage), drops what lies beyond that length
+and asks the server only for the rest (SFTP reads at an offset). Blocks that had arrived
+out of order beyond the contiguous prefix are read again. The end is verified: exactly
+the listed size, from a file whose size and mtime are still the listed ones (else
+``changed``). A puller that loses its provider's lease stops writing before its next
+block (``LeaseLost``): the puller that takes the job over continues the same object.
 
 The sha256 (and sha1 when asked) of the whole file are computed as the bytes are
-written, after re-reading the prefix once when a transfer resumes. Nothing here reaches
-quarantine: the caller ingests the file only once it is complete.
+written: an object's continue from the hash state of its checkpoint, an incomplete file's
+after re-reading its prefix once when a transfer resumes. Nothing partial is ever visible
+or announced: an incomplete object is invisible to listings, left alone by the general
+clean-up and owned by its ``pull_files`` row (the tus sweeper asks, through
+``pull.store.live_object_keys``, before it discards one); the caller records the payload
+only once it is complete.
 
 Small files (``fetch_whole``: at most ``WHOLE_MAX`` bytes, nothing held from an earlier
 attempt) are read into memory in one go instead: no incomplete file, no fsync and no
@@ -22,8 +39,10 @@ pipelined. The payload's durability is the ingest's (quarantine's fsync), as for
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import time
@@ -34,7 +53,8 @@ from typing import Any, Awaitable, Callable, Iterator
 
 import asyncssh
 
-from core.ingest import PayloadWriter
+from core.ingest import SNIFF_BYTES, PayloadWriter
+from core.resumable import HashState
 from pull.remote import (
     BLOCK,
     CONNECTION_ERRORS,
@@ -45,6 +65,14 @@ from pull.remote import (
     file_error,
 )
 from pull.store import FileRow
+from storage import (
+    RESUMABLE_PREFIX,
+    ResumableStorage,
+    ResumableWriter,
+    Storage,
+    new_object_key,
+    resumable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +84,53 @@ READ_BLOCK = 1024 * 1024
 WHOLE_MAX = 1024 * 1024
 
 
+class LeaseLost(Exception):
+    """Another puller holds the provider now: leave the job (and this file) to it."""
+
+
 @dataclass(frozen=True)
 class Downloaded:
-    path: Path
+    path: Path | None  # the incomplete file; None for an object (``stored``)
     size: int
     sha256: str | None  # None: not hashed (a stream given up), the caller hashes the file
     sha1: str | None
     read: int  # bytes this attempt read from the server
     streamed: bool = False  # every byte also went to the stream, which holds the payload
+    stored: ObjectState | None = None  # the complete, checkpointed quarantine object
+
+
+@dataclass(frozen=True)
+class ObjectState:
+    """What ``pull_files.resume_state`` holds for a download into a quarantine object."""
+
+    key: str
+    storage: dict[str, Any]  # the driver's state at the checkpoint
+    hashes: bytes  # ``HashState.dump()``
+    head: bytes  # the first ``SNIFF_BYTES``, for the MIME type
+
+    def dumps(self) -> str:
+        return json.dumps({"key": self.key, "storage": self.storage,
+                           "hashes": base64.b64encode(self.hashes).decode(),
+                           "head": base64.b64encode(self.head).decode()})
+
+    @classmethod
+    def loads(cls, text: str) -> ObjectState:
+        found = json.loads(text)
+        return cls(found["key"], found["storage"], base64.b64decode(found["hashes"]),
+                   base64.b64decode(found["head"]))
+
+    def digests(self, sha1: bool) -> dict[str, str]:
+        return HashState(self.hashes, sha1).digests()
+
+
+def complete_object(row: FileRow, sha1: bool) -> Downloaded | None:
+    """A file whose every byte is checkpointed in its object already (its record did not
+    follow: a restart, a database failure): nothing to fetch."""
+    if not row.resume_state or row.bytes_done != row.size:
+        return None
+    stored = ObjectState.loads(row.resume_state)
+    digests = stored.digests(sha1)
+    return Downloaded(None, row.size, digests["sha256"], digests.get("sha1"), 0, stored=stored)
 
 
 class PartFile:
@@ -123,24 +190,85 @@ class PartFile:
         os.close(self.fd)
 
 
-class Download:
-    """Fetch ``row`` into ``part`` through ``session``; ``checkpoint(offset)`` records
-    progress (it is awaited after the data is fsynced)."""
+class ObjectPart:
+    """The incomplete quarantine object, written in order from ``offset`` and hashed as it
+    goes; blocking (executor). A checkpoint's state (``state()``) is recorded after
+    ``sync``; ``recorded()`` then lets the driver drop what it replaced."""
 
-    def __init__(self, session: Session, row: FileRow, part: Path, executor: Executor,
-                 checkpoint: Callable[[int], Awaitable[None]], sha1: bool,
-                 stream: PayloadWriter | None = None, stream_seconds: float = 0.0) -> None:
+    def __init__(self, objects: Storage, row: FileRow, sha1: bool) -> None:
+        storage = resumable(objects)
+        assert storage is not None, "the caller checks the capability"
+        self.storage: ResumableStorage = storage
+        self.size = row.size
+        known = ObjectState.loads(row.resume_state) if row.resume_state else None
+        self.writer: ResumableWriter | None = None
+        if known is not None:
+            try:
+                self._open(known.key, row.bytes_done, known.storage, known.hashes, known.head,
+                           sha1)
+                return
+            except FileNotFoundError as exc:  # lost, or completed by an attempt never recorded
+                logger.warning("path=%s incomplete object %s unusable (%s): starting again",
+                               row.path, known.key, exc)
+                self.storage.discard_resumable("quarantine", known.key)
+                objects.delete("quarantine", known.key)
+        self._open(RESUMABLE_PREFIX + new_object_key(), 0, {}, b"", b"", sha1)
+
+    def _open(self, key: str, offset: int, state: dict[str, Any], hashes: bytes, head: bytes,
+              sha1: bool) -> None:
+        self.writer = self.storage.open_resumable("quarantine", key, offset, state, self.size)
+        self.key = key
+        self.offset = offset
+        self.hashes = HashState(hashes or None, sha1)
+        self.head = head
+        self._storage_state = state
+
+    def write(self, block: bytes) -> None:
+        assert self.writer is not None
+        self.hashes.update(block)
+        if len(self.head) < SNIFF_BYTES:
+            self.head += block[:SNIFF_BYTES - len(self.head)]
+        self.writer.write(block)
+        self.offset += len(block)
+
+    def sync(self) -> int:
+        assert self.writer is not None
+        self._storage_state = self.writer.checkpoint(final=self.offset == self.size)
+        return self.offset
+
+    def state(self) -> ObjectState:
+        return ObjectState(self.key, self._storage_state, self.hashes.dump(), self.head)
+
+    def recorded(self) -> None:
+        if self.writer is not None:
+            self.writer.recorded()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Download:
+    """Fetch ``row`` into the part ``open_part`` returns (a ``PartFile`` or an
+    ``ObjectPart``, opened in the executor) through ``session``; ``checkpoint(offset,
+    state)`` records progress (it is awaited once the data is durable)."""
+
+    def __init__(self, session: Session, row: FileRow, open_part: Callable[[], Any],
+                 executor: Executor, checkpoint: Callable[[int, str | None], Awaitable[None]],
+                 sha1: bool, stream: PayloadWriter | None = None, stream_seconds: float = 0.0,
+                 alive: Callable[[], bool] = lambda: True) -> None:
         self.session = session
         self.stream = stream
         self.stream_seconds = stream_seconds
         self.row = row
-        self.part_path = part
+        self.open_part = open_part
         self.executor = executor
         self.checkpoint = checkpoint
         self.sha1 = sha1
+        self.alive = alive
         self.timeout = session.provider.timeout
         self.read = 0
-        self._part: PartFile | None = None
+        self._part: Any = None
         self._inflight: asyncio.Future[Any] | None = None
         self._recorded = row.bytes_done
 
@@ -148,9 +276,8 @@ class Download:
         return await asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
 
     async def run(self) -> Downloaded:
-        hashing = self.stream is None or self.sha1  # the stream hashes sha256 itself
-        part = self._part = await self._run(PartFile, self.part_path, self.row.bytes_done,
-                                            self.sha1, hashing)
+        part = self._part = await self._run(self.open_part)
+        self._recorded = part.offset
         try:
             if self.stream is not None:
                 await self._feed_prefix(part)
@@ -160,19 +287,25 @@ class Download:
             if part.offset != self.row.size:
                 raise RemoteFileError("changed", f"{self.row.path}: {part.offset} bytes "
                                       f"arrived, {self.row.size} were listed")
+            if isinstance(part, ObjectPart):
+                await self._save()  # the last piece too: the object is whole and recorded
+                found = part.hashes.digests()
+                return Downloaded(None, part.offset, found["sha256"], found.get("sha1"),
+                                  self.read, stored=part.state())
+            hashing = part.hashing
             sha1 = part.sha1.hexdigest() if part.sha1 and hashing else None
             if self.stream is not None:
                 # the payload is made durable by the stream's commit: the incomplete file
                 # needs no last fsync (a failure from here resumes from the last checkpoint)
                 await self.stream.drain()
-                return Downloaded(self.part_path, part.offset, self.stream.content_sha256,
+                return Downloaded(part.path, part.offset, self.stream.content_sha256,
                                   sha1, self.read, streamed=True)
             await self._save()
-            return Downloaded(self.part_path, part.offset,
+            return Downloaded(part.path, part.offset,
                               part.sha256.hexdigest() if hashing else None, sha1, self.read)
-        except BaseException:
+        except BaseException as exc:
             await self._settle(quiet=True)
-            if part.offset > self._recorded:
+            if part.offset > self._recorded and not isinstance(exc, LeaseLost):
                 try:
                     await asyncio.shield(self._save())
                 except Exception as exc:  # noqa: BLE001 - the first failure is the one to report
@@ -182,7 +315,7 @@ class Download:
         finally:
             await self._run(part.close)
 
-    async def _fetch(self, part: PartFile) -> None:
+    async def _fetch(self, part: Any) -> None:
         handle = await _open(self.session, self.row, self.timeout)
         try:
             with _remote_errors(self.row):
@@ -228,6 +361,8 @@ class Download:
         (when there is one) gets the same block and writes it in parallel."""
         if self._inflight is not None:
             await self._inflight
+        if not self.alive():  # the next holder continues from the last checkpoint
+            raise LeaseLost(f"{self.row.path}: the provider's lease was lost")
         assert self._part is not None
         loop = asyncio.get_running_loop()
         self._inflight = asyncio.wrap_future(self.executor.submit(self._part.write, block),
@@ -270,9 +405,16 @@ class Download:
 
     async def _save(self) -> None:
         await self._settle()
-        assert self._part is not None
-        offset = await self._run(self._part.sync)
-        await self.checkpoint(offset)
+        part = self._part
+        assert part is not None
+        if not self.alive():
+            raise LeaseLost(f"{self.row.path}: the provider's lease was lost")
+        offset = await self._run(part.sync)
+        if isinstance(part, ObjectPart):
+            await self.checkpoint(offset, part.state().dumps())
+            await self._run(part.recorded)
+        else:
+            await self.checkpoint(offset, None)
         self._recorded = offset
 
 

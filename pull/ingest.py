@@ -28,10 +28,12 @@ from sqlalchemy.exc import IntegrityError
 
 from core.assets import asset_events
 from core.ingest import BLOCK, Payload, PayloadWriter
+from core.mime import sniff
 from core.services import Services
 from core.steps import Decryptor, Limits, Prepared, StepError, prepare
 from pull.config import Provider
 from pull.download import Downloaded
+from storage import resumable
 
 logger = logging.getLogger(__name__)
 
@@ -89,18 +91,20 @@ class PullIngest:
     async def ingest(self, remote_path: str, downloaded: Downloaded) -> tuple[str, list[str]]:
         """Returns ``ingested`` (at least one payload stored) or ``duplicate``, and the
         payloads' request ids. ``StepError`` when the file cannot be processed."""
+        path = downloaded.path
+        assert path is not None  # an incomplete file's download
         if self.provider.steps:
-            return await self._ingest_steps(remote_path, downloaded.path)
+            return await self._ingest_steps(remote_path, path)
         self._check_size(downloaded.size)
         if downloaded.sha256 is None:
             downloaded = await self.hashed(downloaded)
         assert downloaded.sha256 is not None
         found = Digest(downloaded.sha256, downloaded.sha1 or "", downloaded.size)
-        return await self._ingest_items(remote_path, [(Prepared(remote_path, downloaded.path),
-                                                       found)])
+        return await self._ingest_items(remote_path, [(Prepared(remote_path, path), found)])
 
     async def hashed(self, downloaded: Downloaded) -> Downloaded:
         """A download not hashed as it arrived (its stream was given up), hashed now."""
+        assert downloaded.path is not None
         found = await self._run(digest, downloaded.path)
         return replace(downloaded, sha256=found.sha256, sha1=found.sha1)
 
@@ -193,6 +197,49 @@ class PullIngest:
             return "duplicate", [request_id]
         writer.payload.request_id = request_id
         return await self._record(writer, found, remote_path, remote_path), [request_id]
+
+    async def ingest_object(self, remote_path: str, downloaded: Downloaded,
+                            ) -> tuple[str, list[str]]:
+        """``ingest`` for a download checkpointed whole in its quarantine object
+        (``downloaded.stored``): made visible and recorded as it stands
+        (``Ingestor.record_stored``), or removed when its content is known already."""
+        stored = downloaded.stored
+        assert stored is not None and downloaded.sha256 is not None
+        self._check_size(downloaded.size)
+        request_id = pull_request_id(self.provider.name, downloaded.sha256)
+        if await self._known(request_id, remote_path):
+            await self._run(self.discard_object, stored.key)
+            return "duplicate", [request_id]
+        storage = resumable(self.services.storage)
+        assert storage is not None
+        # idempotent: an attempt that completed it and died before its record is fine
+        await self._run(storage.complete_resumable, "quarantine", stored.key, stored.storage,
+                        downloaded.size)
+        payload = self._payload(remote_path, (), request_id, remote_path)
+        events = (asset_events(remote_path, downloaded.sha1 or "", request_id)
+                  if self.provider.service == ASSETS else [])
+        mime = await self._run(sniff, stored.head)
+        try:
+            await self.services.ingestor.record_stored(
+                payload, stored.key, downloaded.size, downloaded.sha256, mime,
+                messages=lambda _announcement: events)
+        except IntegrityError:
+            if await self._run(self.services.database.get_upload, request_id) is None:
+                raise
+            logger.info("request_id=%s provider=%s path=%s duplicate (stored meanwhile by "
+                        "another puller)", request_id, self.provider.name, remote_path)
+            await self._run(self.discard_object, stored.key)
+            return "duplicate", [request_id]
+        logger.info("request_id=%s provider=%s path=%s ingested (%d bytes)", request_id,
+                    self.provider.name, self._full_path(remote_path), downloaded.size)
+        return "ingested", [request_id]
+
+    def discard_object(self, key: str) -> None:
+        """Remove a download's quarantine object, incomplete or completed (blocking)."""
+        storage = resumable(self.services.storage)
+        assert storage is not None
+        storage.discard_resumable("quarantine", key)
+        self.services.storage.delete("quarantine", key)
 
     async def _known(self, request_id: str, name: str) -> bool:
         known = await self._run(self.services.database.get_upload, request_id)

@@ -40,21 +40,26 @@ from core.steps import StepError
 from db import as_utc, utcnow
 from pull import store
 from pull.config import Provider
-from pull.download import Download, fetch_whole, fetch_whole_eligible
+from pull.download import (
+    Download,
+    Downloaded,
+    LeaseLost,
+    ObjectPart,
+    PartFile,
+    complete_object,
+    fetch_whole,
+    fetch_whole_eligible,
+)
 from pull.ingest import PullIngest
 from pull.remote import Refused, RemoteFileError, ServerGone, Session
 from pull.store import FileRow
-from storage import StorageUnavailable
+from storage import StorageUnavailable, resumable
 
 logger = logging.getLogger(__name__)
 
 MAX_DELAY = 60.0
 MAX_REASON = 500  # a database error's text holds its whole statement: its first line says it
 TRANSIENT = (ServerGone, StorageUnavailable, BusUnavailable, DBAPIError, OSError)
-
-
-class LeaseLost(Exception):
-    """Another puller holds the provider now: leave the job to it."""
 
 
 class Finishes:
@@ -109,6 +114,10 @@ class JobRunner:
         self._broken: BaseException | None = None
         self.finishes = Finishes(self._db)
         self._large = asyncio.Semaphore(min(provider.large_concurrency, provider.concurrency))
+        # the payload is the file as fetched: the download checkpoints its quarantine
+        # object, each byte written once (pull.download)
+        self.into_objects = (resumable(services.storage) is not None and not provider.steps
+                             and not provider.compress)
 
     async def _db(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -193,7 +202,7 @@ class JobRunner:
             row = queue.get_nowait()
             try:
                 await self._file(session, row)
-            except TRANSIENT as exc:
+            except (*TRANSIENT, LeaseLost) as exc:  # the other workers stop after their file
                 self._broken = self._broken or exc
 
     async def _file(self, session: Session, row: FileRow) -> None:
@@ -205,6 +214,9 @@ class JobRunner:
             if fetch_whole_eligible(row):
                 data = await fetch_whole(session, row)
                 outcome, request_ids, sha256 = await self.ingest.ingest_data(row.path, data)
+            elif self.into_objects:
+                async with self._large:
+                    outcome, request_ids, sha256 = await self._object_file(session, row)
             else:
                 part = self.incomplete / f"{row.id}.part"
                 async with self._large:
@@ -218,7 +230,7 @@ class JobRunner:
             logger.warning("job=%s provider=%s path=%s %s: %s", self.job_id, self.provider.name,
                            row.path, exc.code, exc.message)
             outcome = state
-        except TRANSIENT:
+        except (*TRANSIENT, LeaseLost):
             raise
         except Exception as exc:  # noqa: BLE001 - one file's surprise must not stop the job
             logger.exception("job=%s provider=%s path=%s failed unexpectedly", self.job_id,
@@ -233,16 +245,60 @@ class JobRunner:
         metrics.PULL_FILES.labels(self.provider.name, outcome).inc()
         metrics.PULL_BYTES.labels(self.provider.name, outcome).inc(row.size)
 
+    async def _object_file(self, session: Session, row: FileRow) -> tuple[str, list[str], str]:
+        """Download into an incomplete quarantine object (resumable), then record it as
+        it stands. A file that fails for good takes its object with it; one stopped by
+        the server, storage or a lost lease keeps it for the next attempt."""
+        sha1 = self.ingest.needs_sha1()
+        downloaded = complete_object(row, sha1)
+        part: ObjectPart | None = None
+        try:
+            if downloaded is None:
+                def open_part() -> ObjectPart:
+                    nonlocal part
+                    part = ObjectPart(self.services.storage, row, sha1)
+                    return part
+                downloaded = await Download(
+                    session, row, open_part, self.services.executor,
+                    lambda offset, state: self._checkpoint(row, offset, state), sha1,
+                    alive=self.alive).run()
+            if not self.alive():
+                raise LeaseLost(f"{row.path}: the provider's lease was lost")
+            outcome, request_ids = await self.ingest.ingest_object(row.path, downloaded)
+        except (*TRANSIENT, LeaseLost, asyncio.CancelledError):
+            raise
+        except Exception:
+            await self._discard(row, part, downloaded)
+            raise
+        assert downloaded.sha256 is not None
+        return outcome, request_ids, downloaded.sha256
+
+    async def _discard(self, row: FileRow, part: ObjectPart | None,
+                       downloaded: Downloaded | None) -> None:
+        key = (part.key if part is not None else
+               downloaded.stored.key if downloaded is not None and downloaded.stored else None)
+        if key is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self.services.executor, self.ingest.discard_object, key)
+        except Exception as exc:  # noqa: BLE001 - the tus sweeper removes leftovers later
+            logger.warning("job=%s path=%s object %s not removed: %s", self.job_id, row.path,
+                           key, exc)
+
     async def _large_file(self, session: Session, row: FileRow,
                           part: Path) -> tuple[str, list[str], str]:
         """Download into the incomplete file (resumable) and, when the provider has no
         steps, into quarantine at the same time (``PullIngest.open_stream``)."""
         stream = self.ingest.open_stream(row.path)
+        sha1 = self.ingest.needs_sha1()
+        hashing = stream is None or sha1  # the stream hashes sha256 itself
         try:
             downloaded = await Download(
-                session, row, part, self.services.executor,
-                lambda offset: self._checkpoint(row, offset), self.ingest.needs_sha1(),
-                stream, self.services.settings.ingest_deadline / 3).run()
+                session, row, lambda: PartFile(part, row.bytes_done, sha1, hashing),
+                self.services.executor,
+                lambda offset, _state: self._checkpoint(row, offset), sha1,
+                stream, self.services.settings.ingest_deadline / 3, self.alive).run()
             if downloaded.sha256 is None:
                 downloaded = await self.ingest.hashed(downloaded)
             if downloaded.streamed:
@@ -257,8 +313,8 @@ class JobRunner:
         assert downloaded.sha256 is not None
         return outcome, request_ids, downloaded.sha256
 
-    async def _checkpoint(self, row: FileRow, offset: int) -> None:
-        await self._db(store.checkpoint, row.id, offset)
+    async def _checkpoint(self, row: FileRow, offset: int, state: str | None = None) -> None:
+        await self._db(store.checkpoint, row.id, offset, state)
         self.progressed = True
 
     async def _dispose(self, session: Session, row: FileRow) -> tuple[str, str | None]:

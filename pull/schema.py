@@ -6,7 +6,10 @@
   job instead of listing again.
 - ``pull_files``: one row per remote file version seen, keyed by provider, path, size and
   mtime (``key``, a hash of the four): what makes a run incremental. ``bytes_done`` is the
-  download's last checkpoint (the incomplete file holds at least that much, fsynced);
+  download's last checkpoint (the incomplete file or object holds at least that much,
+  durably); ``resume_state`` (JSON, migration 0013) what a download into a resumable
+  quarantine object needs to continue from it (object key, storage and hash state, head),
+  cleared when the file is finished;
   ``job_id`` the job working or last worked on it. States: ``pending`` (to fetch),
   ``ingested``, ``duplicate`` (content already ingested from this provider), ``failed``
   (``error``/``message`` say why), ``changed`` (the file changed while it was fetched;
@@ -69,6 +72,7 @@ pull_files = Table(
     Column("job_id", String(32), nullable=False),
     Column("state", String(16), nullable=False),
     Column("bytes_done", BigInteger, nullable=False),
+    Column("resume_state", Text),  # migration 0013
     Column("sha256", String(64)),
     Column("request_ids", Text),
     Column("error", String(32)),

@@ -48,6 +48,7 @@ class FileRow:
     size: int
     mtime: int
     bytes_done: int
+    resume_state: str | None = None  # JSON: a download into a quarantine object (0013)
 
 
 # jobs ------------------------------------------------------------------------------------
@@ -139,7 +140,8 @@ def record_listing(engine: Engine, job_id: str, provider: str, listed: Sequence[
             conn.execute(update(pull_files).where(pull_files.c.provider == provider).where(
                 pull_files.c.state == "pending").where(pull_files.c.path.in_(
                     paths[start:start + 500])).values(
-                state="changed", message="the file changed on the server", updated_at=now))
+                state="changed", message="the file changed on the server", resume_state=None,
+                updated_at=now))
         if new:
             conn.execute(insert(pull_files), [
                 {"key": k, "provider": provider, "path": keys[k].path, "size": keys[k].size,
@@ -154,17 +156,28 @@ def record_listing(engine: Engine, job_id: str, provider: str, listed: Sequence[
 
 def pending_files(engine: Engine, job_id: str) -> list[FileRow]:
     query = (select(pull_files.c.id, pull_files.c.path, pull_files.c.size, pull_files.c.mtime,
-                    pull_files.c.bytes_done)
+                    pull_files.c.bytes_done, pull_files.c.resume_state)
              .where(pull_files.c.job_id == job_id).where(pull_files.c.state == "pending")
              .order_by(pull_files.c.id))
     with engine.connect() as conn:
         return [FileRow(*row) for row in conn.execute(query).tuples()]
 
 
-def checkpoint(engine: Engine, file_id: int, bytes_done: int) -> None:
+def checkpoint(engine: Engine, file_id: int, bytes_done: int,
+               resume_state: str | None = None) -> None:
     with engine.begin() as conn:
         conn.execute(update(pull_files).where(pull_files.c.id == file_id).values(
-            bytes_done=bytes_done, updated_at=utcnow()))
+            bytes_done=bytes_done, resume_state=resume_state, updated_at=utcnow()))
+
+
+def live_object_keys(engine: Engine, keys: Sequence[str]) -> set[str]:
+    """The subset of ``keys`` (resumable quarantine objects) that a pending file's
+    download still owns: the tus sweeper leaves those alone (``ResumableSweeper``)."""
+    query = select(pull_files.c.resume_state).where(pull_files.c.state == "pending").where(
+        pull_files.c.resume_state.is_not(None))
+    with engine.connect() as conn:
+        owned = {json.loads(state).get("key") for state in conn.execute(query).scalars()}
+    return owned & set(keys)
 
 
 def final_values(state: str, *, sha256: str | None = None, request_ids: Sequence[str] = (),
@@ -175,7 +188,7 @@ def final_values(state: str, *, sha256: str | None = None, request_ids: Sequence
     values: dict[str, Any] = {
         "state": state, "sha256": sha256, "error": error, "message": message,
         "request_ids": json.dumps(list(request_ids)) if request_ids else None,
-        "disposal": disposal, "updated_at": utcnow()}
+        "disposal": disposal, "resume_state": None, "updated_at": utcnow()}
     if bytes_done is not None:
         values["bytes_done"] = bytes_done
     return values

@@ -1,5 +1,5 @@
 """The fast paths for many small files: a file of at most ``WHOLE_MAX`` bytes is fetched
-whole into memory (no incomplete file, no checkpoint, each byte read once) and its bytes
+whole into memory (no incomplete object, no checkpoint, each byte read once) and its bytes
 checked against the listing; files' final states are committed in shared transactions
 (``Finishes``), each caller answered only once its own row is committed."""
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tests.pull.sftpserver import SFTPTestServer
 from tests.pull.test_pull import put
 
 
-def test_small_files_are_fetched_whole_and_large_ones_through_the_incomplete_file(
+def test_small_files_are_fetched_whole_and_large_ones_through_an_incomplete_object(
         tmp_path: Path, sftp: SFTPTestServer, monkeypatch: pytest.MonkeyPatch) -> None:
     sizes = {f"f{i:02d}.bin": i * 997 for i in range(30)}
     sizes |= {"at-limit.bin": WHOLE_MAX, "over-limit.bin": WHOLE_MAX + 1}
@@ -34,25 +34,26 @@ def test_small_files_are_fetched_whole_and_large_ones_through_the_incomplete_fil
         data = os.urandom(size)
         put(sftp, name, data)
         digests[name] = hashlib.sha256(data).hexdigest()
-    parts: list[Path] = []
-    original = download.PartFile
+    parts: list[str] = []
+    original = download.ObjectPart
 
-    def counted(path: Path, *args: Any) -> Any:
-        parts.append(path)
-        return original(path, *args)
+    def counted(objects: Any, row: Any, *args: Any) -> Any:
+        parts.append(row.path)
+        return original(objects, row, *args)
 
-    monkeypatch.setattr(download, "PartFile", counted)
+    monkeypatch.setattr(job, "ObjectPart", counted)
+    monkeypatch.setattr(job, "PartFile", None)  # no incomplete file at all
     checkpoints: list[int] = []
     monkeypatch.setattr(job.JobRunner, "_checkpoint",
-                        lambda self, row, offset: _note(checkpoints, row.size))
+                        lambda self, row, offset, state=None: _note(checkpoints, row.size))
     with PullHarness(tmp_path, {"acme": entry(sftp, concurrency=8)}, sftp,
                      MAX_LENGTH=str(4 * WHOLE_MAX)) as harness:
         found = harness.run_job("acme")
         assert found["state"] == "completed" and found["files"]["ingested"] == len(sizes), found
-        # only the file over the limit went through an incomplete file (and only it may
-        # checkpoint: streamed into quarantine too, it needs no last checkpoint)
-        assert [p.name for p in parts] == [_file_id(harness, "over-limit.bin") + ".part"]
-        assert set(checkpoints) <= {WHOLE_MAX + 1}
+        # only the file over the limit went through an incomplete object (and only it
+        # checkpoints)
+        assert parts == ["over-limit.bin"]
+        assert set(checkpoints) == {WHOLE_MAX + 1}
         assert sftp.bytes_served == sum(sizes.values())  # each byte read once
         assert {r["filename"]: r["sha256"] for r in harness.uploads()} == digests
         assert {i["path"]: i["sha256"] for i in found["items"]} == digests
@@ -62,13 +63,6 @@ def test_small_files_are_fetched_whole_and_large_ones_through_the_incomplete_fil
 
 async def _note(checkpoints: list[int], size: int) -> None:
     checkpoints.append(size)
-
-
-def _file_id(harness: PullHarness, path: str) -> str:
-    assert harness.services is not None
-    with harness.services.database.engine.connect() as conn:
-        return str(conn.execute(select(pull_files.c.id).where(pull_files.c.path == path))
-                   .scalar())
 
 
 @pytest.mark.parametrize("change", ["grown", "shrunk", "touched"])
