@@ -10,10 +10,11 @@ API (``pull.api``) whenever ``PULL_PROVIDERS`` is set.
   posted through the API and scheduled ones.
 - ``pull.job``: a job: listing, workers, retries with backoff, the end state.
 - ``pull.remote``: the SFTP session (asyncssh): host keys, listing, completion actions.
-- ``pull.download``: resumable downloads into an incomplete local file.
+- ``pull.download``: resumable downloads into an incomplete quarantine object (or, for
+  providers with steps or ``compress``, an incomplete local file).
 - ``pull.ingest``: steps (``core.steps``) and the ingest path (``core.ingest``).
-- ``pull.store``, ``pull.schema``: jobs, files seen, leases (migration 0009).
+- ``pull.store``, ``pull.schema``: jobs, files seen, leases (migrations 0009, 0013).
 
 Work files live under ``WORKDIR/pull-work`` (``incomplete/<provider>/<file id>.part``
-and the steps' outputs).
+for providers with steps or ``compress``, and the steps' outputs).
 """
