@@ -4,6 +4,8 @@ An incomplete object ``resumable/<name>`` is the file ``<bucket dir>/.resumable/
 A writer opens it at the recorded offset and truncates what lies beyond (bytes a writer
 that died had written but never checkpointed); ``checkpoint`` is an fsync (plus the
 directory's, once, for a new file), so an offset recorded after it survives a power cut.
+Written bytes go to the disk as they come and leave the page cache once there
+(``storage.localdisk_writeback``).
 ``complete_resumable`` truncates the file to its size, fsyncs it and renames it to
 ``<bucket dir>/resumable/<name>``; ``list_keys`` and ``cleanup_incomplete`` never look in
 ``.resumable``.
@@ -17,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from storage import RESUMABLE_PREFIX, ResumableStorage, ResumableWriter
+from storage.localdisk_writeback import WriteBehind
 
 RESUMABLE_DIR = ".resumable"
 WRITE_BUFFER = 1024 * 1024
-WRITE_BEHIND = 8 * 1024 * 1024
 
 
 def resumable_name(key: str) -> str:
@@ -32,10 +34,9 @@ def resumable_name(key: str) -> str:
 
 
 class LocalResumableWriter(ResumableWriter):
-    def __init__(self, path: Path, offset: int, translate: Any, sync_range: Any) -> None:
+    def __init__(self, path: Path, offset: int, translate: Any) -> None:
         self._path = path
         self._translate = translate
-        self._sync_range = sync_range
         self._buffer = bytearray()
         # only a new object (offset 0) is created: one whose bytes were recorded and that
         # is missing now (completed already, or lost) must not come back empty
@@ -59,7 +60,7 @@ class LocalResumableWriter(ResumableWriter):
                 self.close()
                 raise
         self.offset = offset
-        self._handed_to_disk = offset
+        self._behind = WriteBehind(self._fd, offset)
 
     def write(self, data: bytes) -> None:
         if self._buffer and len(self._buffer) + len(data) >= WRITE_BUFFER:
@@ -75,6 +76,7 @@ class LocalResumableWriter(ResumableWriter):
         assert self._fd is not None
         with self._translate():
             os.fsync(self._fd)
+            self._behind.synced(self.offset)
             if self._new:
                 fd = os.open(self._path.parent, os.O_RDONLY | os.O_DIRECTORY)
                 try:
@@ -101,11 +103,7 @@ class LocalResumableWriter(ResumableWriter):
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
-            end = os.lseek(self._fd, 0, os.SEEK_CUR)
-            if self._sync_range is not None and end - self._handed_to_disk >= WRITE_BEHIND:
-                # advice only: a failure shows again, and counts, at the fsync
-                self._sync_range(self._fd, self._handed_to_disk, end - self._handed_to_disk, 2)
-                self._handed_to_disk = end
+            self._behind.wrote(os.lseek(self._fd, 0, os.SEEK_CUR))
 
 
 class LocalDiskResumable(ResumableStorage):
@@ -119,12 +117,12 @@ class LocalDiskResumable(ResumableStorage):
 
     def open_resumable(self, bucket: str, key: str, offset: int, state: dict[str, Any],
                        size_hint: int) -> ResumableWriter:
-        from storage.localdisk import _sync_file_range, _translate
+        from storage.localdisk import _translate
 
         path = self._incomplete_path(bucket, key)
         with _translate():
             path.parent.mkdir(parents=True, exist_ok=True)
-        return LocalResumableWriter(path, offset, _translate, _sync_file_range)
+        return LocalResumableWriter(path, offset, _translate)
 
     def complete_resumable(self, bucket: str, key: str, state: dict[str, Any],
                            size: int) -> None:

@@ -5,6 +5,7 @@ import errno
 import os
 import shutil
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,9 +15,9 @@ import pytest
 
 from core.settings import Settings
 from core.signing import DOWNLOAD_PREFIX, verify_download
-from storage import Storage, StorageUnavailable, get_storage, localdisk
+from storage import RESUMABLE_PREFIX, Storage, StorageUnavailable, get_storage, localdisk_writeback
 from storage.localdisk import LocalDiskStorage
-from tests.contracts.resumable_contract import ResumableContract
+from tests.contracts.resumable_contract import ResumableContract, append
 from tests.contracts.storage_contract import StorageContract, new_key, put
 
 SIGNING_KEY = "localdisk-test-key"
@@ -153,31 +154,84 @@ def test_commit_syncs_once(storage: LocalDiskStorage, monkeypatch: pytest.Monkey
     assert len(calls) == 2  # the file, then its directory
 
 
+class DiskSpy:
+    """Records the write-behind's ``sync_file_range`` and ``posix_fadvise`` calls."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, window: int) -> None:
+        real_sync = localdisk_writeback.sync_file_range
+        if real_sync is None or not hasattr(os, "posix_fadvise"):
+            pytest.skip("no sync_file_range or posix_fadvise on this platform")
+        real_fadvise = os.posix_fadvise
+        self.synced: list[tuple[int, int, int]] = []
+        self.dropped: list[tuple[int, int]] = []
+
+        def sync(fd: int, offset: int, length: int, flags: int) -> int:
+            self.synced.append((offset, length, flags))
+            return real_sync(fd, offset, length, flags)
+
+        def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+            if advice == os.POSIX_FADV_DONTNEED:
+                self.dropped.append((offset, length))
+            real_fadvise(fd, offset, length, advice)
+
+        monkeypatch.setattr(localdisk_writeback, "sync_file_range", sync)
+        monkeypatch.setattr(os, "posix_fadvise", fadvise)
+        monkeypatch.setattr(localdisk_writeback, "WRITE_BEHIND", window)
+
+
 def test_write_behind_hands_ranges_to_the_disk(
     storage: LocalDiskStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every WRITE_BEHIND bytes the written range is handed to the kernel; the object is
-    still exactly what was written, ranges and all."""
-    ranges: list[tuple[int, int]] = []
-    real = localdisk._sync_file_range
-    if real is None:
-        pytest.skip("no sync_file_range on this platform")
-
-    def spy(fd: int, offset: int, length: int, flags: int) -> int:
-        ranges.append((offset, length))
-        return real(fd, offset, length, flags)
-
-    monkeypatch.setattr(localdisk, "_sync_file_range", spy)
-    monkeypatch.setattr(localdisk, "WRITE_BEHIND", 3_000_000)
+    """Every WRITE_BEHIND bytes the written range is handed to the kernel, what was
+    handed a window before is waited for and dropped from the page cache, and the rest is
+    dropped after the fsync; the object is still exactly what was written."""
+    spy = DiskSpy(monkeypatch, 3_000_000)
     key = new_key()
     pieces = [bytes([n]) * 1_300_000 for n in range(8)]
     writer = storage.open_writer("quarantine", key)
     for piece in pieces:
         writer.write(piece)
     writer.commit()
-    assert ranges == [(0, 3_900_000), (3_900_000, 3_900_000)]
+    write, wait = 2, 7
+    assert spy.synced == [(0, 3_900_000, write), (3_900_000, 3_900_000, write),
+                          (0, 900_000, wait)]
+    assert spy.dropped == [(0, 900_000), (900_000, 9_500_000)]
     with storage.open_reader("quarantine", key) as reader:
         assert reader.read() == b"".join(pieces)
+
+
+def test_small_objects_stay_in_the_page_cache(
+    storage: LocalDiskStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under WRITE_BEHIND bytes nothing is handed early nor dropped (a validator reads a
+    small payload soon after)."""
+    spy = DiskSpy(monkeypatch, 3_000_000)
+    writer = storage.open_writer("quarantine", new_key())
+    writer.write(b"x" * 2_999_999)
+    writer.commit()
+    assert (spy.synced, spy.dropped) == ([], [])
+
+
+def test_resumable_writes_leave_the_page_cache(
+    storage: LocalDiskStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tus object's bytes leave the page cache once on disk, across checkpoints and
+    writers (each PATCH drops what it wrote, nothing before it), and read back whole."""
+    spy = DiskSpy(monkeypatch, 3_000_000)
+    key = RESUMABLE_PREFIX + uuid.uuid4().hex
+    data = os.urandom(16_000_000)
+    offset, state = 0, {}  # type: ignore[var-annotated]
+    for size in (2_000_000, 12_000_000, 2_000_000):
+        state = append(storage, key, offset, state, data[offset:offset + size], len(data),
+                       final=offset + size == len(data), chunk=1_000_000)
+        offset += size
+    storage.complete_resumable("quarantine", key, state, len(data))
+    # the first PATCH is small; the second's windows go a window behind, then the rest
+    # after its checkpoint; the third's after its checkpoint (a large object now)
+    assert spy.dropped == [(2_000_000, 3_000_000), (5_000_000, 3_000_000),
+                           (8_000_000, 6_000_000), (14_000_000, 2_000_000)]
+    with storage.open_reader("quarantine", key) as reader:
+        assert reader.read() == data
 
 
 def _fail_on_temp_files(monkeypatch: pytest.MonkeyPatch, name: str, code: int) -> None:
