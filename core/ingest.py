@@ -90,6 +90,7 @@ class PayloadWriter:
         self._pending_bytes = 0
         self._inflight: asyncio.Future[None] | None = None
         self._closed = False
+        self._committed = False
 
     @property
     def content_sha256(self) -> str:
@@ -162,18 +163,30 @@ class PayloadWriter:
             inflight, self._inflight = self._inflight, None
             await inflight
 
+    def store_whole(self, data: bytes) -> None:
+        """Write ``data`` as the whole payload and make the object durable, blocking: for
+        a caller in a pool thread already, whose payload is in memory (a small pulled
+        file, hashed and looked up in the same trip to the pool, pull/ingest.py).
+        ``commit`` then only returns the checksums."""
+        assert not self.size and not self._closed, "store_whole takes the whole payload"
+        self.size = len(data)
+        self._head += data[:SNIFF_BYTES]
+        self._write_last_and_finish(data)
+        self._closed = self._committed = True
+
     async def commit(self) -> dict[str, str]:
         """Write what is left and make the object durable. Returns the content's
         ``sha256`` and, when stored compressed, ``stored_sha256`` and the content's
         ``sha1``."""
-        block = self._take_pending()
-        if self._inflight is not None:
-            await self._inflight
-        loop = asyncio.get_running_loop()
-        # one executor round-trip for the last block and the commit (a small upload has
-        # only this one)
-        await loop.run_in_executor(self._executor, self._write_last_and_finish, block)
-        self._closed = True
+        if not self._committed:
+            block = self._take_pending()
+            if self._inflight is not None:
+                await self._inflight
+            loop = asyncio.get_running_loop()
+            # one executor round-trip for the last block and the commit (a small upload
+            # has only this one)
+            await loop.run_in_executor(self._executor, self._write_last_and_finish, block)
+            self._closed = self._committed = True
         checksums = {"sha256": self._sha256.hexdigest()}
         if self._stored_sha256 is not None and self._sha1 is not None:
             checksums["stored_sha256"] = self._stored_sha256.hexdigest()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import logging
 import shutil
 import tempfile
@@ -110,16 +109,36 @@ class PullIngest:
 
     async def ingest_data(self, remote_path: str, data: bytes) -> tuple[str, list[str], str]:
         """``ingest`` for a small file fetched whole into memory (``fetch_whole``): no
-        file of its own; its bytes are hashed in one trip to the pool and written to
-        quarantine from memory. Returns the file's sha256 too."""
-        found = await self._run(digest_bytes, data, self.needs_sha1())
+        file of its own. Without steps, one trip to the pool hashes it, looks its request
+        id up and stores it in quarantine (``_store_whole``): three trips each way cost
+        the event loop and the pool more than the work itself at a thousand files.
+        Returns the file's sha256 too."""
         if self.provider.steps:
+            found = await self._run(digest_bytes, data, False)
             outcome, request_ids = await self._ingest_steps(remote_path, data)
             return outcome, request_ids, found.sha256
         self._check_size(len(data))
-        outcome, request_ids = await self._ingest_items(
-            remote_path, [(Prepared(remote_path, io.BytesIO(data)), found)])
-        return outcome, request_ids, found.sha256
+        found, known, writer = await self._run(self._store_whole, remote_path, data)
+        request_id = pull_request_id(self.provider.name, found.sha256)
+        if writer is None:
+            self._log_known(request_id, remote_path, known)
+            return "duplicate", [request_id], found.sha256
+        return (await self._record(writer, found, remote_path, remote_path), [request_id],
+                found.sha256)
+
+    def _store_whole(self, remote_path: str, data: bytes,
+                     ) -> tuple[Digest, dict[str, Any] | None, PayloadWriter | None]:
+        """In a pool thread: the digest, the upload already recorded with this content
+        (then no writer), or a writer holding the payload durably stored."""
+        found = digest_bytes(data, self.needs_sha1())
+        request_id = pull_request_id(self.provider.name, found.sha256)
+        known = self.services.database.get_upload(request_id)
+        if known is not None:
+            return found, known, None
+        writer = self.services.ingestor.open(self._payload(remote_path, (), request_id,
+                                                           remote_path))
+        writer.store_whole(data)  # a failed store removes its temporary file itself
+        return found, None, writer
 
     def _check_size(self, size: int) -> None:
         if size > self.limits.max_bytes:
@@ -167,10 +186,7 @@ class PullIngest:
         writer = self.services.ingestor.open(self._payload(item.name, item.steps, request_id,
                                                            remote_path))
         try:
-            if isinstance(item.path, io.BytesIO):  # in memory already: no trip to the pool
-                await writer.write(item.path.getvalue())
-            else:
-                await self._copy(item.path, found.size, writer)
+            await self._copy(item.path, found.size, writer)
         except BaseException:
             await writer.abort()
             raise
@@ -243,11 +259,14 @@ class PullIngest:
 
     async def _known(self, request_id: str, name: str) -> bool:
         known = await self._run(self.services.database.get_upload, request_id)
+        self._log_known(request_id, name, known)
+        return known is not None
+
+    def _log_known(self, request_id: str, name: str, known: dict[str, Any] | None) -> None:
         if known is not None:
             logger.info("request_id=%s provider=%s path=%s duplicate: this content was "
                         "already ingested from this provider (status %s)", request_id,
                         self.provider.name, name, known["status"])
-        return known is not None
 
     def _payload(self, name: str, steps: tuple[str, ...], request_id: str,
                  remote_path: str) -> Payload:
