@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +129,57 @@ def test_finishes_share_transactions_and_every_caller_gets_its_failure(tmp_path:
                                       for i in range(5)), return_exceptions=True)
 
     assert all(isinstance(result, OperationalError) for result in asyncio.run(fail_all()))
+
+
+def test_a_worker_fetches_its_next_file_while_its_last_ones_state_commits(
+        tmp_path: Path, sftp: SFTPTestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = ["a.csv", "b.csv", "c.csv"]
+    for name in names:
+        put(sftp, name, name.encode() * 100)
+    fetched: list[str] = []
+    next_fetched = threading.Event()
+    batches: list[tuple[list[int], bool]] = []  # ids, whether the next fetch came meanwhile
+    fetch, finish = job.fetch_whole, store.finish_files
+
+    async def noted_fetch(session: Any, row: Any) -> bytes:
+        fetched.append(row.path)
+        if len(fetched) > 1:
+            next_fetched.set()
+        return await fetch(session, row)
+
+    def slow_finish(engine: Any, finished: Any) -> None:
+        # the first file's state waits (bounded) for the second file's fetch: it comes
+        # only if the worker does not wait for this commit
+        overlapped = next_fetched.wait(10) if not batches else True
+        batches.append(([file_id for file_id, _ in finished], overlapped))
+        finish(engine, finished)
+
+    monkeypatch.setattr(job, "fetch_whole", noted_fetch)
+    monkeypatch.setattr(store, "finish_files", slow_finish)
+    with PullHarness(tmp_path, {"acme": entry(sftp, concurrency=1)}, sftp) as harness:
+        found = harness.run_job("acme")
+        # completed only once every final state is in
+        assert found["state"] == "completed" and found["files"]["ingested"] == 3, found
+        assert {i["path"]: i["state"] for i in found["items"]} == dict.fromkeys(names,
+                                                                                "ingested")
+    assert batches[0][1], "the second file was not fetched while the first one's committed"
+    # one worker never has two final states uncommitted: one file per transaction
+    assert [len(ids) for ids, _ in batches] == [1, 1, 1]
+
+
+def test_a_final_state_that_cannot_be_committed_stops_the_job_and_the_file_stays_pending(
+        tmp_path: Path, sftp: SFTPTestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    put(sftp, "a.csv", b"a" * 100)
+    put(sftp, "b.csv", b"b" * 100)
+
+    def locked(engine: Any, finished: Any) -> None:
+        raise OperationalError("UPDATE pull_files", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(store, "finish_files", locked)
+    with PullHarness(tmp_path, {"acme": entry(sftp, concurrency=1, retries=2)},
+                     sftp) as harness:
+        found = harness.run_job("acme")
+        assert found["state"] == "failed" and "database is locked" in found["reason"], found
+        assert found["files"]["pending"] == 2, found
+        # the payloads are recorded: the next job finds them as duplicates
+        assert sorted(r["filename"] for r in harness.uploads()) == ["a.csv", "b.csv"]
