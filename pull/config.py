@@ -27,7 +27,7 @@ the name in ``/api/v1/pulls/<name>``)::
         schedule: 15m                    # run every 15 minutes; unset: only on demand
         completion: leave                # leave, move (to move_to) or delete
         move_to: /outgoing/done
-        concurrency: 16                  # files in flight at once
+        concurrency: 32                  # files in flight at once (each an open handle there)
         large_concurrency: 4             # of which over 1 MiB (each has 8 MiB of reads in flight)
         retries: 5                       # connection attempts before the job fails
         retry_delay: 1s                  # first backoff delay, doubling up to 60 s
@@ -95,7 +95,7 @@ class Provider:
     schedule: float | None = None
     completion: str = "leave"
     move_to: str | None = None
-    concurrency: int = 16
+    concurrency: int = 32
     large_concurrency: int = 4
     retries: int = 5
     retry_delay: float = 1.0
@@ -188,7 +188,7 @@ def _provider(name: Any, entry: Any, services: frozenset[str],
         gpg_home=get.file("gpg_home", directory=True), gpg_passphrase=secrets["gpg_passphrase"],
         compress=get.flag("compress"), schedule=get.duration("schedule", None),
         completion=get.choice("completion", COMPLETIONS, "leave"),
-        move_to=get.text("move_to") or None, concurrency=get.integer("concurrency", 16, 1, 64),
+        move_to=get.text("move_to") or None, concurrency=get.integer("concurrency", 32, 1, 64),
         large_concurrency=get.integer("large_concurrency", 4, 1, 64),
         retries=get.integer("retries", 5, 1, 100),
         retry_delay=get.duration("retry_delay", 1.0) or 1.0,

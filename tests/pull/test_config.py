@@ -60,7 +60,7 @@ def test_yaml_and_toml(tmp_path: Path) -> None:
                     f'schedule = 60\nconcurrency = 2\n')
     beta = load_providers(toml, SERVICES, {})["beta"]
     assert (beta.service, beta.schedule, beta.concurrency, beta.port) == ("assets", 60.0, 2, 22)
-    assert (acme.concurrency, acme.large_concurrency) == (16, 4)  # the defaults
+    assert (acme.concurrency, acme.large_concurrency) == (32, 4)  # the defaults
 
 
 @pytest.mark.parametrize(("entry", "says"), [
