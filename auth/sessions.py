@@ -51,15 +51,26 @@ def session_secret(env: Mapping[str, str], workdir: Path) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         pass
+    # Roles started at once on one WORKDIR race to create it: the key is written whole
+    # to a file of this process's own, then linked into place (link fails if another got
+    # there first, whose whole key is then read), so nobody reads a half-written key or
+    # fails because the file appeared meanwhile.
     workdir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    draft = workdir / f".session.key.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, key)
-    except BaseException:
-        os.close(fd)
-        raise
-    os.close(fd)
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            return path.read_bytes()
+    finally:
+        draft.unlink(missing_ok=True)
     return key
 
 

@@ -139,7 +139,7 @@ def test_a_worker_fetches_its_next_file_while_its_last_ones_state_commits(
     fetched: list[str] = []
     next_fetched = threading.Event()
     batches: list[tuple[list[int], bool]] = []  # ids, whether the next fetch came meanwhile
-    fetch, finish = job.fetch_whole, store.finish_files
+    fetch, finish = download.fetch_whole, store.finish_files
 
     async def noted_fetch(session: Any, row: Any) -> bytes:
         fetched.append(row.path)
