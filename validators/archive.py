@@ -87,7 +87,8 @@ def check_archive(payload: BinaryIO, size: int, content_type: str | None = None,
 
 def make_check(limits: ArchiveLimits = ArchiveLimits()) -> Any:
     def archive(announcement: dict[str, Any], payload: BinaryIO) -> Verdict:
-        size = os.fstat(payload.fileno()).st_size
+        size = payload.seek(0, os.SEEK_END)  # a file in memory as well as on disk
+        payload.seek(0)
         return check_archive(payload, size, announcement.get("content_type"), limits)
     return archive
 

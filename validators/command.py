@@ -36,7 +36,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 from validators.loop import Verdict
 
@@ -61,6 +61,7 @@ class CommandCheck:
 
     argv: tuple[str, ...]
     timeout: float = DEFAULT_TIMEOUT
+    needs_path: ClassVar[bool] = True  # the command gets a path (validators/loop.py)
 
     def verify(self) -> None:
         """Raise ``FileNotFoundError`` when the executable cannot be found (start-up)."""

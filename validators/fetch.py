@@ -53,10 +53,19 @@ def fetch(url: str, sink: BinaryIO) -> str:
 def gunzip(source: str, target: str) -> str:
     """Decompress the gzip file ``source`` into ``target``, remove ``source``, and return
     the sha256 of what was written (the announcement's ``uncompressed.sha256``)."""
+    with open(source, "rb") as compressed, open(target, "wb") as writer:
+        digest = gunzip_into(compressed, writer)
+    os.unlink(source)
+    return digest
+
+
+def gunzip_into(source: BinaryIO, target: BinaryIO) -> str:
+    """Decompress the gzip stream ``source`` (from its start) into ``target``; returns
+    the sha256 of what was written."""
     digest = hashlib.sha256()
-    with gzip.open(source, "rb") as reader, open(target, "wb") as writer:
+    source.seek(0)
+    with gzip.GzipFile(fileobj=source, mode="rb") as reader:
         while block := reader.read(1024 * 1024):
             digest.update(block)
-            writer.write(block)
-    os.unlink(source)
+            target.write(block)
     return digest.hexdigest()

@@ -216,3 +216,71 @@ def test_fetch_refuses_non_http_schemes(tmp_path) -> None:  # type: ignore[no-un
     for url in (f"file://{secret}", "ftp://127.0.0.1/x", "data:,hello"):
         with pytest.raises(FetchRefused):
             fetch(url, io.BytesIO())
+
+
+def test_small_payloads_are_checked_without_creating_files(  # type: ignore[no-untyped-def]
+        bus: LocalBus, payloads: PayloadServer, tmp_path, monkeypatch) -> None:
+    """Up to SPOOL_BYTES the payload is held in memory, beyond that in an unnamed file; no
+    directory or named file per payload (each one deleted made every later file creation on
+    a journal-less ext4 scan it: bench/README.md, issue 14). A check with ``needs_path``
+    still gets a real file in a private directory."""
+    import tempfile
+
+    import validators.loop as loop_module
+    from validators.loop import chain
+
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    created: list[str] = []
+    real_open = open
+
+    def watching_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if isinstance(file, str) and any(c in mode for c in "wax+"):
+            created.append(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "open", watching_open, raising=False)
+    seen: dict[str, tuple[bytes, list[str], str | None]] = {}
+
+    def check(ann: dict[str, Any], payload: BinaryIO) -> Verdict:
+        name = getattr(payload, "name", None)
+        seen[ann["request_id"]] = (payload.read(), sorted(p.name for p in spool.iterdir()),
+                                   name if isinstance(name, str) else None)
+        return Verdict("success")
+
+    spool_bytes = getattr(loop_module, "SPOOL_BYTES", 1024 * 1024)
+    small, large = b"x" * 1000, bytes(range(256)) * (spool_bytes // 256 + 1)
+    stored = gzip.compress(small)
+    zipped = announcement("gz", payloads.serve("/gz", stored), small, compression="gzip")
+    zipped["checksums"] = {"sha256": hashlib.sha256(stored).hexdigest()}
+    zipped["uncompressed"] = {"size": len(small), "sha256": hashlib.sha256(small).hexdigest()}
+    announce(bus, TOPIC, announcement("small", payloads.serve("/small", small), small), zipped,
+             announcement("large", payloads.serve("/large", large), large))
+    loop = ValidatorLoop(bus, "svc", check, workers=1)
+    loop.start()
+    try:
+        assert [v["validation"] for v in read(bus, VALIDATION, 3)] == ["success"] * 3
+    finally:
+        loop.stop()
+    assert seen["small"] == (small, [], None)
+    assert seen["gz"] == (small, [], None)
+    assert seen["large"][0] == large and seen["large"][1] == []  # unnamed: nothing listed
+    assert created == [] and list(spool.iterdir()) == []
+
+    def by_path(ann: dict[str, Any], payload: BinaryIO) -> Verdict:
+        with real_open(payload.name, "rb") as again:
+            seen["path"] = (again.read(), [p.name for p in spool.iterdir()], payload.name)
+        return Verdict("success")
+
+    by_path.needs_path = True  # type: ignore[attr-defined]
+    announce(bus, TOPIC, announcement("path", payloads.serve("/path", small), small))
+    loop = ValidatorLoop(bus, "svc", chain([check, by_path]), workers=1)
+    loop.start()
+    try:
+        assert read(bus, VALIDATION, 4)[3]["request_id"] == "path"
+    finally:
+        loop.stop()
+    content, listed, path = seen["path"]
+    assert content == small and len(listed) == 1 and path is not None
+    assert path.startswith(str(spool / listed[0])) and list(spool.iterdir()) == []
