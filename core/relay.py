@@ -22,11 +22,12 @@ first pass that succeeds again, the leases that ran out after the outage began (
 lease, for a relay that noticed late): their relays, if alive, record them meanwhile;
 those of a relay that died are claimed after the hold.
 
-On PostgreSQL a relay does not wait for the lease of a relay that died: each relay holds
-an advisory lock of its own while it lives and marks its claims with its id, and the
-unexpired leases of an id whose lock has been gone for ``db.presence.GRACE`` (3 s) are
-claimed at once (db/presence.py says why the grace, and how a live relay that lost its
-lock connection re-takes it). A hold covers those leases too.
+A relay does not wait for the lease of a relay that died: each relay holds a lock of its
+own while it lives and marks its claims with its id, and the unexpired leases of an id
+whose lock is gone are claimed at once. On PostgreSQL the lock is an advisory lock, gone
+for ``db.presence.GRACE`` (3 s) (db/presence.py says why the grace, and how a live relay
+that lost its lock connection re-takes it); on SQLite a ``flock`` on a file beside the
+database, which only the holder's death releases. A hold covers those leases too.
 
 A message the bus refuses for good (``bus.Refused``: larger than the broker's message size
 limit, invalid) is parked on its own (``outbox.parked_at``, its reason in ``last_error``,
@@ -114,7 +115,7 @@ class OutboxRelay:
         self._depth_at = 0.0
         self._sent: list[OutboxRow] = []  # acknowledged, recorded by the next pass
         self._failing_since: float | None = None  # an outage: logged once (core/health.py)
-        self._presence = database.relay_presence()  # PostgreSQL: see db/presence.py
+        self._presence = database.relay_presence()  # see db/presence.py
 
     def wake(self) -> None:
         self._wake.set()

@@ -7,6 +7,7 @@ import json
 import uuid
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from sqlalchemy import Connection, DateTime, bindparam, func, insert, select, update
@@ -14,7 +15,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy.engine import Engine
 
 from db.engine import as_utc, utcnow
-from db.presence import RelayPresence
+from db.presence import FileRelayPresence, Presence, RelayPresence
 from db.schema import outbox
 
 _INSERT_OUTBOX = insert(outbox)
@@ -130,7 +131,7 @@ class OutboxQueries:
 
     def _claim(self, conn: Connection, limit: int, lease_seconds: float,
                held_after: dt.datetime | None = None,
-               presence: RelayPresence | None = None) -> list[OutboxRow]:
+               presence: Presence | None = None) -> list[OutboxRow]:
         now = utcnow()
         me = presence.claimer() if presence is not None else uuid.uuid4().hex
         params: dict[str, Any] = {"now": now, "claimed_at": now, "me": me,
@@ -156,22 +157,26 @@ class OutboxQueries:
     def outbox_sent_and_claim(self, sent: Sequence[OutboxRow], limit: int,
                               lease_seconds: float = 30.0,
                               held_after: dt.datetime | None = None,
-                              presence: RelayPresence | None = None) -> list[OutboxRow]:
+                              presence: Presence | None = None) -> list[OutboxRow]:
         """``outbox_sent(sent)`` then ``claim_outbox(limit)`` in one transaction: the
         relay's pass commits once instead of twice (the status messages that ``sent``
         records are claimable at once). Replayable (see ``_begin``). ``held_after``: a
         lease that ran out after that moment is not claimed (core/relay.py's hold).
-        ``presence`` (PostgreSQL): the claims carry the relay's id, and the unexpired
-        leases of relays found dead are claimed too (db/presence.py)."""
+        ``presence``: the claims carry the relay's id, and the unexpired leases of relays
+        found dead are claimed too (db/presence.py)."""
         with self._begin(replayable=True) as conn:
             self._sent(conn, sent)
             return self._claim(conn, limit, lease_seconds, held_after, presence)
 
-    def relay_presence(self) -> RelayPresence | None:
-        """A relay's presence lock (PostgreSQL; ``None`` on SQLite), not yet started."""
-        if self.engine.dialect.name != "postgresql":
-            return None
-        return RelayPresence(self.engine)
+    def relay_presence(self) -> Presence | None:
+        """A relay's presence (db/presence.py), not yet started: an advisory lock on
+        PostgreSQL, a locked file beside an SQLite database file; ``None`` in memory."""
+        if self.engine.dialect.name == "postgresql":
+            return RelayPresence(self.engine)
+        path = self.engine.url.database
+        if self.engine.dialect.name == "sqlite" and path and path != ":memory:":
+            return FileRelayPresence(Path(f"{path}.relays"))
+        return None
 
     def _sent(self, conn: Connection, sent: Sequence[OutboxRow]) -> None:
         if not sent:

@@ -22,15 +22,25 @@ batch, dead claimer's or live one's, looks on the bus first and sends only what 
 there (``outbox.sent_since``, core/relay.py): what the grace and the hold still guard
 against is a live relay sending after that look.
 
-SQLite runs on one machine, with one gateway: no presence, leases only."""
+On SQLite (one machine; one or more gateway processes on one database file) a relay's proof
+of life is an exclusive ``flock`` on a file of its own, ``<database>.relays/<id>``, held
+for its whole life (``FileRelayPresence``); its claims carry ``claimed_by = 'relayf:<id>'``.
+The kernel releases the lock when the process dies, and only then: a live process cannot
+lose it, so a claimer whose file is missing or can be locked is dead at once, no grace.
+Before that, a gateway SIGKILLed during a relay pass held its batch on SQLite for the
+whole 30 s lease (bench/README.md, fault run)."""
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import re
 import secrets
 import threading
 import time
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -51,6 +61,20 @@ _ABSENT_CLAIMERS = text(
     " SELECT 'relay:' || objid::text FROM pg_locks WHERE locktype = 'advisory' AND granted"
     " AND classid = :ns AND objsubid = 2"
     " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))")
+
+
+class Presence(Protocol):
+    """What the relay (core/relay.py) and its claims (db/outbox.py) use of a presence."""
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def claimer(self) -> str: ...
+
+    def dead(self, conn: Any, now: Any) -> list[str]: ...
+
+    def forget(self) -> None: ...
 
 
 class RelayPresence:
@@ -160,3 +184,127 @@ class RelayPresence:
         was seen before says nothing about who is alive now)."""
         self._absent = {}
         self._probed_at = 0.0
+
+
+FILE_PREFIX = "relayf:"
+_FILE_ID = re.compile(r"[0-9a-f]{32}")
+DRAFT_AGE = 60.0  # a draft older than this was left by a relay that died starting
+# the claimers of unexpired leases (not this relay's) that carry a file presence's id
+_FILE_CLAIMERS = text(
+    "SELECT DISTINCT claimed_by FROM outbox "
+    "WHERE parked_at IS NULL AND claimed_until >= :now AND claimed_by LIKE 'relayf:%' "
+    "AND claimed_by <> :me")
+
+
+class FileRelayPresence:
+    """One relay's ``flock`` on ``<directory>/<id>`` (its proof of life, SQLite) and its
+    view of the others' (see the module)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.id = uuid.uuid4().hex
+        self._fd: int | None = None
+        self._dead: list[str] = []
+        self._probed_at = 0.0
+        self._reported: set[str] = set()
+
+    def start(self) -> None:
+        """Lock a draft of its own, then rename it into place: a file under its id is
+        always locked by its relay, from the moment anyone can see it until it dies.
+        Files of relays that died without claims (and drafts of relays that died
+        starting) are removed on the way. Without the file (a read-only directory, say)
+        its claims carry random names and wait for their leases, as before."""
+        try:
+            self.directory.mkdir(exist_ok=True)
+            draft = self.directory / f".{self.id}.draft"
+            fd = os.open(draft, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.rename(draft, self.directory / self.id)
+            except BaseException:
+                os.close(fd)
+                raise
+        except OSError as exc:
+            logger.warning("outbox relay presence file in %s not taken (%s): a relay that "
+                           "dies holds its claims for their lease", self.directory, exc)
+            return
+        self._fd = fd
+        self._sweep()
+
+    def _sweep(self) -> None:
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return
+        for name in names:
+            path = self.directory / name
+            if _FILE_ID.fullmatch(name) and name != self.id and not self._alive(name):
+                _unlink(path)
+            elif name.startswith(".") and name.endswith(".draft"):
+                try:
+                    if time.time() - path.stat().st_mtime > DRAFT_AGE:
+                        _unlink(path)
+                except OSError:
+                    pass
+
+    def _alive(self, relay_id: str) -> bool:
+        """Whether the relay ``relay_id`` still holds its file's lock; a dead one's file is
+        removed."""
+        if not _FILE_ID.fullmatch(relay_id):
+            return False  # not a name a relay gives itself
+        path = self.directory / relay_id
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: its claims wait for their lease
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        _unlink(path)
+        return False
+
+    def claimer(self) -> str:
+        """``relayf:<id>`` while this relay holds its file, else a random name."""
+        if self._fd is not None:
+            return f"{FILE_PREFIX}{self.id}"
+        return uuid.uuid4().hex
+
+    def dead(self, conn: Any, now: Any) -> list[str]:
+        """The claimers of unexpired leases whose relay is gone, probed on ``conn`` (the
+        claim's transaction) at most every ``PROBE_INTERVAL``."""
+        moment = time.monotonic()
+        if moment - self._probed_at >= PROBE_INTERVAL:
+            self._probed_at = moment
+            claimers = [r[0] for r in conn.execute(
+                _FILE_CLAIMERS, {"now": now, "me": f"{FILE_PREFIX}{self.id}"})]
+            self._dead = sorted(c for c in claimers if not self._alive(c[len(FILE_PREFIX):]))
+        for claimer in set(self._dead) - self._reported:
+            logger.info("outbox relay %s is gone (its lock file is free): its unexpired "
+                        "claims are free", claimer)
+        self._reported = set(self._dead)
+        return self._dead
+
+    def forget(self) -> None:
+        """Nothing to forget: a lock file does not depend on the database."""
+        self._probed_at = 0.0
+
+    def close(self) -> None:
+        """Remove the file and release its lock."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            _unlink(self.directory / self.id)
+            os.close(fd)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
