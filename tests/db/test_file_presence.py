@@ -19,22 +19,8 @@ from sqlalchemy import text
 from core.relay import OutboxRelay
 from db import Database, OutboxItem
 from db.presence import DRAFT_AGE, FileRelayPresence
+from tests.core.test_relay_takeover import CLAIMER, ROOT  # the claimer runs here on SQLite
 from tests.helpers import wait_for
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# a relay in a process of its own: takes its file, claims everything, says so, and waits
-# (as if sending) until it is killed
-CLAIMER = """
-import sys, time
-from db import Database
-database = Database(sys.argv[1])
-presence = database.relay_presence()
-presence.start()
-rows = database.outbox_sent_and_claim([], 100, 30.0, None, presence)
-print(presence.id, len(rows), flush=True)
-time.sleep(600)
-"""
 
 
 @pytest.fixture
