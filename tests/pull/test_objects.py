@@ -112,11 +112,15 @@ def _checkpointed(harness: PullHarness) -> int:
 
 
 def test_a_puller_that_loses_its_lease_stops_writing_and_the_next_continues(
-        tmp_path: Path, sftp: SFTPTestServer) -> None:
+        tmp_path: Path, sftp: SFTPTestServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """No block is written and no checkpoint recorded once the lease is lost: the object
     the next holder continues is the one the last checkpoint describes."""
+    import pull.download
     from pull.job import JobRunner
 
+    # a checkpoint well before the end: with the default 2 s a fast machine fetched the
+    # whole file (~2 s) before the first one, and the lease was lost after the ingest
+    monkeypatch.setattr(pull.download, "CHECKPOINT_SECONDS", 0.2)
     size = 24 * MIB
     sha256 = big_file(sftp, "slow.bin", size)
     sftp.read_delay = 0.02
