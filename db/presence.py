@@ -27,8 +27,8 @@ of life is an exclusive ``flock`` on a file of its own, ``<database>.relays/<id>
 for its whole life (``FileRelayPresence``); its claims carry ``claimed_by = 'relayf:<id>'``.
 The kernel releases the lock when the process dies, and only then: a live process cannot
 lose it, so a claimer whose file is missing or can be locked is dead at once, no grace.
-Before that, a gateway SIGKILLed during a relay pass held its batch on SQLite for the
-whole 30 s lease (bench/README.md, fault run)."""
+(Before it, SQLite had leases only: a gateway SIGKILLed during a relay pass held its batch
+for the whole 30 s lease.)"""
 from __future__ import annotations
 
 import fcntl
@@ -261,9 +261,7 @@ class FileRelayPresence:
             return True  # cannot tell: its claims wait for their lease
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:
+        except OSError:  # held (BlockingIOError), or cannot tell: alive
             return True
         finally:
             os.close(fd)
