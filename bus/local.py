@@ -19,7 +19,11 @@ lease was taken over drops what it had fetched and resumes from the committed of
 it gets the lease back. A handler that runs longer than the lease between two polls
 may therefore see its message handled again by another member: at least once, and
 consumers dedupe. A paused consumer (``pause``) keeps renewing its leases and takes
-nothing. Lease expiry uses the wall clock shared by the processes.
+nothing. Lease expiry uses the wall clock shared by the processes. A member that died
+(SIGKILL) does not hold its leases until they expire: each member keeps a locked file,
+``<bus>.members/<owner>``, for its life (bus/liveness.py), and a member that finds a lease
+held by an owner whose file is free takes it at once (``PROBE_INTERVAL``): the gateway
+restarted after a kill read the verdicts again 10 s later before.
 
 Latency: a ``send`` wakes the idle ``poll``s of its topics at once (after its commit): in
 its own process directly, in the other processes through their doorbells
@@ -48,6 +52,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from bus import Bus, BusUnavailable, Consumer, Message, OutMessage, Producer, Refused
 from bus.doorbell import Doorbell
+from bus.liveness import LockFile, gone
 from core.settings import Settings
 from db.turn import TurnTimeout, write_turn
 
@@ -56,6 +61,7 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT = 5.0
 LEASE_SECONDS = 10.0
+PROBE_INTERVAL = 0.25  # how often a member waiting for a lease looks whether its holder died
 FETCH_BATCH = 100
 MIN_IDLE_SLEEP = 0.002
 MAX_IDLE_SLEEP = 0.020
@@ -321,7 +327,12 @@ class LocalConsumer(Consumer):
     def __init__(self, path: Path, group: str, topics: Sequence[str], lease_seconds: float) -> None:
         self.group = group
         self.topics = list(dict.fromkeys(topics))
-        self.owner = uuid.uuid4().hex
+        self._members = Path(f"{path}.members")
+        self._life = LockFile(self._members)
+        # without its file (it could not be made) the owner is no holder's id: its leases
+        # are taken only once they expire, as before
+        self.owner = self._life.id if self._life.hold() else f"x{uuid.uuid4().hex}"
+        self._probe_at: dict[str, float] = {}  # topic -> when to look at its holder again
         self.lease_seconds = lease_seconds
         self._conns = _Connections(path)
         self._leases: dict[str, float] = {}  # topic -> expiry of the lease we hold
@@ -383,6 +394,7 @@ class LocalConsumer(Consumer):
         self._buffer.clear()
         self._conns.close()
         self._appends.doorbell.release()
+        self._life.release()
 
     def _next(self) -> Message | None:
         """The next buffered message of a topic whose lease we hold, fetching when empty."""
@@ -442,15 +454,26 @@ class LocalConsumer(Consumer):
         conn = self._conns.get()
         row = _read_one(conn, 'SELECT owner, expires FROM leases WHERE "group" = ? AND topic = ?',
                         (self.group, topic))
+        dead = ""
         if row is not None and row[0] != self.owner and row[1] >= now:
-            return  # another member holds it; checking is a cheap read
+            # another member holds it (checking is a cheap read): unless it died
+            if now < self._probe_at.get(topic, 0.0):
+                return
+            self._probe_at[topic] = now + PROBE_INTERVAL
+            if not gone(self._members, row[0]):
+                return
+            dead = row[0]
         counts = _write(self._conns, [(
             'INSERT INTO leases ("group", topic, owner, expires) VALUES (?, ?, ?, ?) '
             'ON CONFLICT ("group", topic) DO UPDATE SET owner = excluded.owner, '
-            "expires = excluded.expires WHERE leases.owner = excluded.owner OR leases.expires < ?",
-            (self.group, topic, self.owner, now + self.lease_seconds, now),
+            "expires = excluded.expires WHERE leases.owner = excluded.owner "
+            "OR leases.expires < ? OR leases.owner = ?",
+            (self.group, topic, self.owner, now + self.lease_seconds, now, dead),
         )])
         if counts[0]:
+            if dead:
+                logger.info("group %s: took the lease on %s from member %s, which is gone",
+                            self.group, topic, dead)
             self._leases[topic] = now + self.lease_seconds
             self._position[topic] = self._committed(topic)
             self._buffer = deque(m for m in self._buffer if m.topic != topic)

@@ -24,17 +24,15 @@ against is a live relay sending after that look.
 
 On SQLite (one machine; one or more gateway processes on one database file) a relay's proof
 of life is an exclusive ``flock`` on a file of its own, ``<database>.relays/<id>``, held
-for its whole life (``FileRelayPresence``); its claims carry ``claimed_by = 'relayf:<id>'``.
-The kernel releases the lock when the process dies, and only then: a live process cannot
-lose it, so a claimer whose file is missing or can be locked is dead at once, no grace.
+for its whole life (``FileRelayPresence``, bus/liveness.py); its claims carry
+``claimed_by = 'relayf:<id>'``. The kernel releases the lock when the process dies, and
+only then: a live process cannot lose it, so a claimer whose file is missing or can be
+locked is dead at once, no grace.
 (Before it, SQLite had leases only: a gateway SIGKILLed during a relay pass held its batch
 for the whole 30 s lease.)"""
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-import re
 import secrets
 import threading
 import time
@@ -44,6 +42,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+
+from bus.liveness import LockFile, gone
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +187,6 @@ class RelayPresence:
 
 
 FILE_PREFIX = "relayf:"
-_FILE_ID = re.compile(r"[0-9a-f]{32}")
-DRAFT_AGE = 60.0  # a draft older than this was left by a relay that died starting
 # the claimers of unexpired leases (not this relay's) that carry a file presence's id
 _FILE_CLAIMERS = text(
     "SELECT DISTINCT claimed_by FROM outbox "
@@ -197,80 +195,27 @@ _FILE_CLAIMERS = text(
 
 
 class FileRelayPresence:
-    """One relay's ``flock`` on ``<directory>/<id>`` (its proof of life, SQLite) and its
-    view of the others' (see the module)."""
+    """One relay's locked file in ``directory`` (its proof of life on SQLite,
+    bus/liveness.py) and its view of the others' (see the module)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.id = uuid.uuid4().hex
-        self._fd: int | None = None
+        self._file = LockFile(directory)
+        self.id = self._file.id
         self._dead: list[str] = []
         self._probed_at = 0.0
         self._reported: set[str] = set()
 
     def start(self) -> None:
-        """Lock a draft of its own, then rename it into place: a file under its id is
-        always locked by its relay, from the moment anyone can see it until it dies.
-        Files of relays that died without claims (and drafts of relays that died
-        starting) are removed on the way. Without the file (a read-only directory, say)
-        its claims carry random names and wait for their leases, as before."""
-        try:
-            self.directory.mkdir(exist_ok=True)
-            draft = self.directory / f".{self.id}.draft"
-            fd = os.open(draft, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                os.rename(draft, self.directory / self.id)
-            except BaseException:
-                os.close(fd)
-                raise
-        except OSError as exc:
-            logger.warning("outbox relay presence file in %s not taken (%s): a relay that "
-                           "dies holds its claims for their lease", self.directory, exc)
-            return
-        self._fd = fd
-        self._sweep()
-
-    def _sweep(self) -> None:
-        try:
-            names = os.listdir(self.directory)
-        except OSError:
-            return
-        for name in names:
-            path = self.directory / name
-            if _FILE_ID.fullmatch(name) and name != self.id and not self._alive(name):
-                _unlink(path)
-            elif name.startswith(".") and name.endswith(".draft"):
-                try:
-                    if time.time() - path.stat().st_mtime > DRAFT_AGE:
-                        _unlink(path)
-                except OSError:
-                    pass
-
-    def _alive(self, relay_id: str) -> bool:
-        """Whether the relay ``relay_id`` still holds its file's lock; a dead one's file is
-        removed."""
-        if not _FILE_ID.fullmatch(relay_id):
-            return False  # not a name a relay gives itself
-        path = self.directory / relay_id
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        except OSError:
-            return True  # cannot tell: its claims wait for their lease
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:  # held (BlockingIOError), or cannot tell: alive
-            return True
-        finally:
-            os.close(fd)
-        _unlink(path)
-        return False
+        """Take the file. Without it (a read-only directory, say) the claims carry random
+        names and wait for their leases, as before."""
+        if not self._file.hold():
+            logger.warning("outbox relay %s has no presence file: if it dies, its claims "
+                           "wait for their lease", self.id)
 
     def claimer(self) -> str:
         """``relayf:<id>`` while this relay holds its file, else a random name."""
-        if self._fd is not None:
+        if self._file.held:
             return f"{FILE_PREFIX}{self.id}"
         return uuid.uuid4().hex
 
@@ -282,7 +227,8 @@ class FileRelayPresence:
             self._probed_at = moment
             claimers = [r[0] for r in conn.execute(
                 _FILE_CLAIMERS, {"now": now, "me": f"{FILE_PREFIX}{self.id}"})]
-            self._dead = sorted(c for c in claimers if not self._alive(c[len(FILE_PREFIX):]))
+            self._dead = sorted(c for c in claimers
+                                if gone(self.directory, c[len(FILE_PREFIX):]))
         for claimer in set(self._dead) - self._reported:
             logger.info("outbox relay %s is gone (its lock file is free): its unexpired "
                         "claims are free", claimer)
@@ -295,14 +241,4 @@ class FileRelayPresence:
 
     def close(self) -> None:
         """Remove the file and release its lock."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            _unlink(self.directory / self.id)
-            os.close(fd)
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+        self._file.release()

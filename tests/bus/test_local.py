@@ -301,3 +301,47 @@ def test_doorbell_removes_dead_sockets_and_ignores_garbage(tmp_path: Path, topic
     producer.close()
     consumer.close()
     bus.close()
+
+
+MEMBER_SCRIPT = """
+import sys, time
+from bus.local import LocalBus
+from core.settings import Settings
+
+bus = LocalBus(Settings.from_env({"WORKDIR": sys.argv[1]}))
+consumer = bus.consumer(sys.argv[2], [sys.argv[3]])
+message = consumer.poll(10.0)
+print(consumer.owner, message.value.decode(), flush=True)
+time.sleep(600)  # holds the lease (10 s, renewed by nothing) until it is killed
+"""
+
+
+def test_a_killed_members_lease_is_taken_at_once(bus: LocalBus, tmp_path: Path,
+                                                 topic: str) -> None:
+    """A member SIGKILLed while it holds its group's lease (a gateway killed between two
+    polls of its verdict loop) does not hold the group for the 10 s lease: its locked file
+    (bus/liveness.py) is free, and the next member takes the lease at its next look. A live
+    member's lease is never taken."""
+    group = group_name()
+    send_all(bus, [OutMessage(topic, "k", b"a"), OutMessage(topic, "k", b"b")])
+    process = subprocess.Popen([sys.executable, "-c", MEMBER_SCRIPT, str(tmp_path), group, topic],
+                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    other = bus.consumer(group, [topic])
+    try:
+        assert process.stdout is not None
+        owner, value = process.stdout.readline().split()
+        assert value == "a" and (Path(f"{bus.path}.members") / owner).exists()
+        assert other.poll(0.6) is None  # alive: the lease is its own
+        process.kill()
+        process.wait(10)
+        started = time.monotonic()
+        message = other.poll(5.0)
+        assert message is not None and message.value == b"a"  # from the committed offset
+        assert time.monotonic() - started < 2.0  # not the 10 s lease
+        assert not (Path(f"{bus.path}.members") / owner).exists()  # the gone one's file
+    finally:
+        other.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert list(Path(f"{bus.path}.members").iterdir()) == []  # closed: its own file too

@@ -16,9 +16,10 @@ from typing import Iterator
 import pytest
 from sqlalchemy import text
 
+from bus.liveness import DRAFT_AGE, gone
 from core.relay import OutboxRelay
 from db import Database, OutboxItem
-from db.presence import DRAFT_AGE, FileRelayPresence
+from db.presence import FileRelayPresence
 from tests.core.test_relay_takeover import CLAIMER, ROOT  # the claimer runs here on SQLite
 from tests.helpers import wait_for
 
@@ -77,8 +78,8 @@ def test_a_killed_relays_claims_are_taken_at_once(sqlite_db: Database, tmp_path:
 def test_files_drafts_and_names(tmp_path: Path) -> None:
     relays = tmp_path / "db.relays"
     relays.mkdir()
-    gone = uuid.uuid4().hex
-    (relays / gone).touch()  # a relay that died without claims: nobody holds it
+    left = uuid.uuid4().hex
+    (relays / left).touch()  # a relay that died without claims: nobody holds it
     old_draft, new_draft = relays / f".{uuid.uuid4().hex}.draft", relays / f".{uuid.uuid4().hex}.draft"
     old_draft.touch()
     os.utime(old_draft, (time.time() - DRAFT_AGE - 5,) * 2)
@@ -89,11 +90,12 @@ def test_files_drafts_and_names(tmp_path: Path) -> None:
     try:
         assert sorted(os.listdir(relays)) == sorted([first.id, second.id, new_draft.name])
         assert first.claimer() == f"relayf:{first.id}"
-        assert first._alive(second.id) and second._alive(first.id)  # each holds its lock
-        assert not first._alive("../../etc/passwd") and not first._alive(uuid.uuid4().hex)
+        assert not gone(relays, second.id) and not gone(relays, first.id)  # each holds its lock
+        assert gone(relays, uuid.uuid4().hex)  # no file: gone
+        assert not gone(relays, "../../etc/passwd")  # not an id: says nothing
     finally:
         second.close()
-    assert not first._alive(second.id)
+    assert gone(relays, second.id)
     first.close()
     assert sorted(os.listdir(relays)) == [new_draft.name]
 
