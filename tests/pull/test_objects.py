@@ -80,6 +80,7 @@ def test_an_object_whole_but_not_recorded_is_recorded_without_fetching_it_again(
         assert len(quarantined(harness)) == 1 and not incomplete_objects(harness)
 
 
+@pytest.mark.usefixtures("frequent_checkpoints")
 def test_a_lost_incomplete_object_is_fetched_again_from_the_start(
         tmp_path: Path, sftp: SFTPTestServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
@@ -111,16 +112,13 @@ def _checkpointed(harness: PullHarness) -> int:
         return int(conn.execute(select(pull_files.c.bytes_done)).scalar() or 0)
 
 
+@pytest.mark.usefixtures("frequent_checkpoints")
 def test_a_puller_that_loses_its_lease_stops_writing_and_the_next_continues(
-        tmp_path: Path, sftp: SFTPTestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, sftp: SFTPTestServer) -> None:
     """No block is written and no checkpoint recorded once the lease is lost: the object
     the next holder continues is the one the last checkpoint describes."""
-    import pull.download
     from pull.job import JobRunner
 
-    # a checkpoint well before the end: with the default 2 s a fast machine fetched the
-    # whole file (~2 s) before the first one, and the lease was lost after the ingest
-    monkeypatch.setattr(pull.download, "CHECKPOINT_SECONDS", 0.2)
     size = 24 * MIB
     sha256 = big_file(sftp, "slow.bin", size)
     sftp.read_delay = 0.02

@@ -71,6 +71,7 @@ def test_transfer_cut_half_way_resumes(tmp_path: Path, sftp: SFTPTestServer) -> 
         assert hashlib.sha256(harness.stored(row)).hexdigest() == sha256
 
 
+@pytest.mark.usefixtures("frequent_checkpoints")
 def test_a_stopped_puller_is_continued_by_the_next(tmp_path: Path, sftp: SFTPTestServer) -> None:
     size = 24 * 1024 * 1024
     sha256 = big_file(sftp, "slow.bin", size)
