@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
-import os
 import urllib.error
 import urllib.request
 from typing import BinaryIO
@@ -48,15 +47,6 @@ def fetch(url: str, sink: BinaryIO) -> str:
     sink.flush()
     sink.seek(0)
     return digest.hexdigest()
-
-
-def gunzip(source: str, target: str) -> str:
-    """Decompress the gzip file ``source`` into ``target``, remove ``source``, and return
-    the sha256 of what was written (the announcement's ``uncompressed.sha256``)."""
-    with open(source, "rb") as compressed, open(target, "wb") as writer:
-        digest = gunzip_into(compressed, writer)
-    os.unlink(source)
-    return digest
 
 
 def gunzip_into(source: BinaryIO, target: BinaryIO) -> str:

@@ -49,6 +49,7 @@ long outage and rebalances are served.
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -66,7 +67,7 @@ from bus.topics import VALIDATION as VALIDATION_TOPIC
 from bus.topics import dead_letter_topic, service_topic
 from core import metrics
 from core.consumer import MalformedMessage, decode
-from validators.fetch import FetchRefused, fetch, gunzip, gunzip_into
+from validators.fetch import FetchRefused, fetch, gunzip_into
 from validators.pending import Pending
 
 __all__ = ["Check", "FetchRefused", "ValidatorLoop", "Verdict", "chain", "fetch"]
@@ -336,69 +337,44 @@ class ValidatorLoop:
                 self._answered.popitem(last=False)
 
     def _validate(self, request_id: str, announcement: dict[str, Any], url: str) -> Verdict:
-        if needs_path(self.check):
-            return self._validate_in_directory(announcement, url)
-        with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as stored:
+        gzipped = announcement.get("compression") == "gzip"
+        with contextlib.ExitStack() as files:
+            new_file = self._file_maker(files)
+            stored = new_file("stored" if gzipped else "payload")
             try:
-                sha256 = fetch(url, stored)  # type: ignore[arg-type]
+                sha256 = fetch(url, stored)
             except FetchRefused as exc:
                 return Verdict("failure", str(exc))
-            verdict = self._checksum(announcement, sha256)
-            if verdict is not None:
-                return verdict
-            if announcement.get("compression") != "gzip":
-                return self.check(announcement, stored)  # type: ignore[arg-type]
-            with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as content:
-                digest = gunzip_into(stored, content)  # type: ignore[arg-type]
-                verdict = self._checksum(announcement, None, digest)
-                if verdict is not None:
-                    return verdict
-                content.seek(0)
-                return self.check(announcement, content)  # type: ignore[arg-type]
-
-    @staticmethod
-    def _checksum(announcement: dict[str, Any], fetched: str | None,
-                  uncompressed: str | None = None) -> Verdict | None:
-        """A failure when the fetched bytes (or, for a gzip payload, what they inflate to)
-        are not what the announcement says; None when they are or it says nothing."""
-        if fetched is not None:
             # checksums describe the bytes at the URL (stored_sha256: announced before
             # core/checksums.py, still in flight)
             checksums = announcement.get("checksums") or {}
             expected = checksums.get("stored_sha256") or checksums.get("sha256")
-            if expected and expected != fetched:
-                return Verdict("failure", f"checksum mismatch: fetched {fetched}")
-        if uncompressed is not None:
-            expected = (announcement.get("uncompressed") or {}).get("sha256")
-            if expected and expected != uncompressed:
-                return Verdict("failure", f"checksum mismatch: uncompressed {uncompressed}")
-        return None
+            if expected and expected != sha256:
+                return Verdict("failure", f"checksum mismatch: fetched {sha256}")
+            payload = stored
+            if gzipped:
+                payload = new_file("payload")
+                content = gunzip_into(stored, payload)
+                stored.close()
+                if isinstance(stored.name, str):  # a named file: not left beside the payload
+                    os.unlink(stored.name)
+                expected = (announcement.get("uncompressed") or {}).get("sha256")
+                if expected and expected != content:
+                    return Verdict("failure", f"checksum mismatch: uncompressed {content}")
+                payload.flush()
+                payload.seek(0)
+            return self.check(announcement, payload)
 
-    def _validate_in_directory(self, announcement: dict[str, Any], url: str) -> Verdict:
-        """For a check that needs a path: the payload as ``payload`` in a private
-        temporary directory, removed afterwards."""
+    def _file_maker(self, files: contextlib.ExitStack) -> Callable[[str], BinaryIO]:
+        """New files for one payload, closed (and removed) with ``files``: in memory up to
+        ``SPOOL_BYTES`` and an unnamed file beyond; for a check that reads by path
+        (``needs_path``), files of that name in a private temporary directory."""
+        if not needs_path(self.check):
+            return lambda _name: files.enter_context(
+                tempfile.SpooledTemporaryFile(SPOOL_BYTES))  # type: ignore[return-value]
         workdir = tempfile.mkdtemp(prefix=f"{self.name}-")
-        try:
-            stored = os.path.join(workdir, "stored")
-            with open(stored, "w+b") as sink:
-                try:
-                    sha256 = fetch(url, sink)
-                except FetchRefused as exc:
-                    return Verdict("failure", str(exc))
-            verdict = self._checksum(announcement, sha256)
-            if verdict is not None:
-                return verdict
-            path = os.path.join(workdir, "payload")
-            if announcement.get("compression") == "gzip":
-                verdict = self._checksum(announcement, None, gunzip(stored, path))
-                if verdict is not None:
-                    return verdict
-            else:
-                os.rename(stored, path)
-            with open(path, "rb") as payload:
-                return self.check(announcement, payload)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        files.callback(shutil.rmtree, workdir, True)  # last: after the files are closed
+        return lambda name: files.enter_context(open(os.path.join(workdir, name), "w+b"))
 
     def publish(self, request_id: str, verdict: Verdict) -> None:
         body = {**(verdict.extra or {}), "request_id": request_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import sqlite3
 import threading
 from typing import Any, BinaryIO
@@ -268,19 +269,27 @@ def test_small_payloads_are_checked_without_creating_files(  # type: ignore[no-u
     assert seen["large"][0] == large and seen["large"][1] == []  # unnamed: nothing listed
     assert created == [] and list(spool.iterdir()) == []
 
+    beside: dict[str, list[str]] = {}
+
     def by_path(ann: dict[str, Any], payload: BinaryIO) -> Verdict:
         with real_open(payload.name, "rb") as again:
-            seen["path"] = (again.read(), [p.name for p in spool.iterdir()], payload.name)
+            seen[ann["request_id"]] = (again.read(), [p.name for p in spool.iterdir()],
+                                       payload.name)
+        beside[ann["request_id"]] = sorted(os.listdir(os.path.dirname(payload.name)))
         return Verdict("success")
 
     by_path.needs_path = True  # type: ignore[attr-defined]
-    announce(bus, TOPIC, announcement("path", payloads.serve("/path", small), small))
+    zipped_path = {**zipped, "request_id": "gz-path", "url": payloads.serve("/gz-path", stored)}
+    announce(bus, TOPIC, announcement("path", payloads.serve("/path", small), small), zipped_path)
     loop = ValidatorLoop(bus, "svc", chain([check, by_path]), workers=1)
     loop.start()
     try:
-        assert read(bus, VALIDATION, 4)[3]["request_id"] == "path"
+        assert [v["request_id"] for v in read(bus, VALIDATION, 5)[3:]] == ["path", "gz-path"]
     finally:
         loop.stop()
-    content, listed, path = seen["path"]
-    assert content == small and len(listed) == 1 and path is not None
-    assert path.startswith(str(spool / listed[0])) and list(spool.iterdir()) == []
+    for name in ("path", "gz-path"):
+        content, listed, path = seen[name]
+        assert content == small and len(listed) == 1 and path is not None
+        assert path.startswith(str(spool / listed[0]))
+        assert beside[name] == ["payload"]  # inflated: the compressed file is not left
+    assert list(spool.iterdir()) == []
